@@ -1,0 +1,63 @@
+# luaws: build the C core (build/luaws/core.so), test, install.
+#   make                  build
+#   make test             run the busted specs
+#   make test SANITIZE=1  the same under ASan/UBSan (with leak checking)
+#   make install PREFIX=/usr/local [DESTDIR=...]
+
+LUA_VERSION ?= 5.4
+PKG_CONFIG ?= pkg-config
+LUA_PC ?= $(shell $(PKG_CONFIG) --exists lua$(LUA_VERSION) && echo lua$(LUA_VERSION) || echo lua-$(LUA_VERSION))
+LUA ?= lua$(LUA_VERSION)
+BUSTED ?= busted
+
+PREFIX ?= /usr/local
+LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+
+CC ?= cc
+OPT ?= -O2 -g
+WARN = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS += $(OPT) $(WARN) -std=gnu11 -fPIC -fvisibility=hidden \
+	$(shell $(PKG_CONFIG) --cflags $(LUA_PC) libwebsockets libuv)
+LIBS = $(shell $(PKG_CONFIG) --libs libwebsockets libuv)
+LDFLAGS += -shared
+
+ifeq ($(SANITIZE),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+SANITIZER_RUNTIME = $(shell $(CC) -print-file-name=libasan.so)
+TEST_ENV = LD_PRELOAD=$(SANITIZER_RUNTIME) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+BUILD ?= build-sanitize
+else
+BUILD ?= build
+endif
+
+SRC = $(wildcard src/*.c)
+OBJ = $(SRC:src/%.c=$(BUILD)/obj/%.o)
+CORE = $(BUILD)/luaws/core.so
+LUA_MODULES = $(wildcard lua/luaws/*.lua)
+
+all: $(CORE)
+
+$(BUILD)/obj/%.o: src/%.c src/luaws.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(CORE): $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(LIBS)
+
+test: $(CORE)
+	LUAWS_BUILD=$(BUILD) $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
+
+install: $(CORE)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/luaws $(DESTDIR)$(LUA_SHAREDIR)/luaws
+	install -m 0755 $(CORE) $(DESTDIR)$(LUA_LIBDIR)/luaws/core.so
+	install -m 0644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/luaws/
+
+clean:
+	rm -rf build build-sanitize
+
+.PHONY: all test install clean

@@ -1,0 +1,376 @@
+/*
+ * Dialing: a luaws.Conn in the "connecting" state plus the dial record below. The host
+ * name is resolved with uv_getaddrinfo (lws 4.1's own lookup blocks the loop), each
+ * address is tried in turn until one accepts, and the handshake response (status and
+ * headers) is kept for the Lua side, on failure too. A timer bounds the whole dial.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "luaws.h"
+
+struct luaws_dial {
+	luaws_conn *conn;  /* NULL once the conn no longer needs this record */
+	luaws_loop *loop;
+	uv_getaddrinfo_t gai;
+	uv_timer_t *timer;
+	struct addrinfo *addrs, *next_addr;
+	int gai_active, connecting_now, port, status, timed_out;
+	char *host, *path, *host_header, *origin, *subprotocols;
+	luaws_buf request_headers;  /* "name\0value\0" */
+	luaws_buf response_headers; /* "name\0value\0" */
+};
+
+static const lws_retry_bo_t no_idle_pings = {
+	.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0,
+};
+
+static void dial_free(luaws_dial *d)
+{
+	if (d->addrs)
+		uv_freeaddrinfo(d->addrs);
+	free(d->host);
+	free(d->path);
+	free(d->host_header);
+	free(d->origin);
+	free(d->subprotocols);
+	luaws_buf_free(&d->request_headers);
+	luaws_buf_free(&d->response_headers);
+	free(d);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	luaws_dial *d = h->data;
+	free(h);
+	d->timer = NULL;
+	if (!d->gai_active && !d->conn)
+		dial_free(d);
+}
+
+/* The conn lets go of its dial record (finished, or the conn was collected). */
+void luaws_dial_detach(luaws_dial *d)
+{
+	d->conn = NULL;
+	if (d->timer) {
+		if (!uv_is_closing((uv_handle_t *)d->timer))
+			uv_close((uv_handle_t *)d->timer, timer_closed);
+		return;
+	}
+	if (!d->gai_active)
+		dial_free(d);
+}
+
+static void dial_failed(luaws_dial *d, const char *why)
+{
+	luaws_conn *c = d->conn;
+	char msg[sizeof(c->error)];
+	if (!c || c->state != LUAWS_CONNECTING)
+		return;
+	if (d->timer)
+		uv_timer_stop(d->timer);
+	lws_snprintf(msg, sizeof(msg), "%s", why);
+	luaws_conn_closed(c, msg);
+}
+
+static void connect_next(luaws_dial *d)
+{
+	struct lws_client_connect_info ci;
+	luaws_conn *c = d->conn;
+	char ip[64];
+	struct lws *wsi = NULL;
+
+	while (d->next_addr) {
+		struct addrinfo *ai = d->next_addr;
+		d->next_addr = ai->ai_next;
+		if (ai->ai_family == AF_INET)
+			uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof(ip));
+		else if (ai->ai_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof(ip));
+		else
+			continue;
+		memset(&ci, 0, sizeof(ci));
+		ci.context = d->loop->ctx;
+		ci.vhost = d->loop->client_vhost;
+		ci.address = ip;
+		ci.port = d->port;
+		ci.path = d->path;
+		ci.host = d->host_header;
+		ci.origin = d->origin;
+		ci.protocol = d->subprotocols;
+		ci.local_protocol_name = luaws_protocol_template[0].name;
+		ci.opaque_user_data = c;
+		ci.retry_and_idle_policy = &no_idle_pings;
+		ci.pwsi = &wsi;
+		d->connecting_now = 1;
+		wsi = lws_client_connect_via_info(&ci);
+		d->connecting_now = 0;
+		luaws_touched_lws(d->loop);
+		if (wsi) {
+			luaws_conn_attach(c, wsi);
+			return;
+		}
+	}
+	dial_failed(d, "connection refused");
+}
+
+static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	luaws_dial *d = req->data;
+	struct addrinfo **tail, *ai, *v6 = NULL, **v6tail = &v6;
+	char msg[96];
+
+	d->gai_active = 0;
+	if (!d->conn) {
+		if (res)
+			uv_freeaddrinfo(res);
+		if (!d->timer)
+			dial_free(d);
+		return;
+	}
+	if (status) {
+		lws_snprintf(msg, sizeof(msg), "lookup %s: %s", d->host, uv_strerror(status));
+		dial_failed(d, msg);
+		return;
+	}
+	/* IPv4 addresses first, as the server side listens on 127.0.0.1 for "localhost" */
+	d->addrs = res;
+	tail = &d->addrs;
+	ai = res;
+	d->addrs = NULL;
+	while (ai) {
+		struct addrinfo *next = ai->ai_next;
+		ai->ai_next = NULL;
+		if (ai->ai_family == AF_INET6) {
+			*v6tail = ai;
+			v6tail = &ai->ai_next;
+		} else {
+			*tail = ai;
+			tail = &ai->ai_next;
+		}
+		ai = next;
+	}
+	*tail = v6;
+	d->next_addr = d->addrs;
+	connect_next(d);
+}
+
+static void dial_timeout(uv_timer_t *t)
+{
+	luaws_dial *d = t->data;
+	luaws_conn *c = d->conn;
+	if (!c || c->state != LUAWS_CONNECTING)
+		return;
+	d->timed_out = 1;
+	if (c->wsi) {
+		struct lws *wsi = c->wsi;
+		lws_set_opaque_user_data(wsi, NULL);
+		c->wsi = NULL;
+		c->loop->live_conns--;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		luaws_touched_lws(d->loop);
+	}
+	dial_failed(d, "i/o timeout");
+}
+
+int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
+		       void *in, size_t len)
+{
+	luaws_dial *d = c->dial;
+	if (!d)
+		return 0;
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+		char **p = in, *end = *p + len;
+		size_t off = 0;
+		luaws_buf *h = &d->request_headers;
+		while (off < h->len) {
+			const char *n = (const char *)h->data + off;
+			const char *v = n + strlen(n) + 1;
+			int w = lws_snprintf(*p, (size_t)(end - *p), "%s: %s\r\n", n, v);
+			if (w >= end - *p)
+				return -1;
+			*p += w;
+			off = (size_t)(v - (const char *)h->data) + strlen(v) + 1;
+		}
+		return 0;
+	}
+
+	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH: {
+		char sub[LUAWS_SUBPROTOCOL_MAX];
+		d->status = (int)lws_http_client_http_response(wsi);
+		d->response_headers.len = 0;
+		luaws_collect_headers(wsi, &d->response_headers);
+		if (lws_hdr_copy(wsi, sub, sizeof(sub), WSI_TOKEN_PROTOCOL) > 0)
+			lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
+		return 0;
+	}
+
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		if (d->timer)
+			uv_timer_stop(d->timer);
+		return 0;
+
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		char msg[96];
+		int status = (int)lws_http_client_http_response(wsi);
+		if (c->state != LUAWS_CONNECTING)
+			return 0;
+		lws_set_opaque_user_data(wsi, NULL);
+		if (c->wsi == wsi) {
+			c->wsi = NULL;
+			c->loop->live_conns--;
+		}
+		if (status > 0) {
+			d->status = status;
+			d->response_headers.len = 0;
+			luaws_collect_headers(wsi, &d->response_headers);
+			dial_failed(d, "bad handshake");
+			return 0;
+		}
+		if (d->connecting_now)
+			return 0; /* connect_next goes on with the next address */
+		if (d->next_addr) {
+			connect_next(d);
+			return 0;
+		}
+		lws_snprintf(msg, sizeof(msg), "%s", in ? (const char *)in : "connection failed");
+		if (strstr(msg, "closed before established") || strstr(msg, "onnect"))
+			lws_snprintf(msg, sizeof(msg), "connection refused");
+		dial_failed(d, msg);
+		return 0;
+	}
+
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
+			lws_set_opaque_user_data(wsi, NULL);
+			if (c->wsi == wsi) {
+				c->wsi = NULL;
+				c->loop->live_conns--;
+			}
+			dial_failed(d, "connection closed during the handshake");
+		}
+		return 0;
+
+	default:
+		return 0;
+	}
+}
+
+static char *dup_opt(lua_State *L, int idx)
+{
+	const char *s = luaL_optstring(L, idx, NULL);
+	char *copy;
+	if (!s)
+		return NULL;
+	copy = strdup(s);
+	if (!copy)
+		luaL_error(L, "luaws: out of memory");
+	return copy;
+}
+
+/* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout)
+ * -> conn (connecting). headers: flat list {name, value, ...}. */
+static int l_dial(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	luaL_checkstring(L, 1);
+	lua_Integer port = luaL_checkinteger(L, 2);
+	double timeout = luaL_optnumber(L, 8, 0);
+	struct addrinfo hints;
+	luaws_conn *c;
+	luaws_dial *d;
+	lua_Integer i, n;
+	int rc;
+
+	luaL_checkstring(L, 3);
+	luaL_checkstring(L, 4);
+	if (port <= 0 || port > 65535)
+		return luaL_argerror(L, 2, "port out of range");
+	luaws_loop_context(L, loop);
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return luaL_error(L, "luaws: out of memory");
+	c = luaws_conn_new(L, loop, 1);
+	c->dial = d;
+	d->conn = c;
+	d->loop = loop;
+	d->port = (int)port;
+	d->host = dup_opt(L, 1);
+	d->path = dup_opt(L, 3);
+	d->host_header = dup_opt(L, 4);
+	d->origin = dup_opt(L, 5);
+	d->subprotocols = dup_opt(L, 6);
+	if (!lua_isnoneornil(L, 7)) {
+		luaL_checktype(L, 7, LUA_TTABLE);
+		n = luaL_len(L, 7);
+		for (i = 1; i + 1 <= n; i += 2) {
+			size_t nl, vl;
+			const char *name, *value;
+			lua_rawgeti(L, 7, i);
+			lua_rawgeti(L, 7, i + 1);
+			name = luaL_checklstring(L, -2, &nl);
+			value = luaL_checklstring(L, -1, &vl);
+			if (luaws_buf_reserve(&d->request_headers, nl + vl + 2))
+				return luaL_error(L, "luaws: out of memory");
+			memcpy(d->request_headers.data + d->request_headers.len, name, nl + 1);
+			d->request_headers.len += nl + 1;
+			memcpy(d->request_headers.data + d->request_headers.len, value, vl + 1);
+			d->request_headers.len += vl + 1;
+			lua_pop(L, 2);
+		}
+	}
+
+	if (timeout > 0) {
+		d->timer = malloc(sizeof(*d->timer));
+		if (!d->timer)
+			return luaL_error(L, "luaws: out of memory");
+		uv_timer_init(&loop->uv, d->timer);
+		d->timer->data = d;
+		uv_timer_start(d->timer, dial_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	d->gai.data = d;
+	rc = uv_getaddrinfo(&loop->uv, &d->gai, resolved, d->host, NULL, &hints);
+	if (rc) {
+		char msg[96];
+		lws_snprintf(msg, sizeof(msg), "lookup %s: %s", d->host, uv_strerror(rc));
+		dial_failed(d, msg);
+	} else
+		d->gai_active = 1;
+	return 1;
+}
+
+/* conn:_dial_result() -> status, headers: the handshake response (status 0 when the
+ * server never answered), timed_out. Releases the dial record. */
+static int l_dial_result(lua_State *L)
+{
+	luaws_conn *c = luaL_checkudata(L, 1, LUAWS_CONN_MT);
+	luaws_dial *d = c->dial;
+	if (!d)
+		return 0;
+	lua_pushinteger(L, d->status);
+	luaws_push_collected_headers(L, &d->response_headers);
+	lua_pushboolean(L, d->timed_out);
+	if (c->state != LUAWS_CONNECTING) {
+		c->dial = NULL;
+		luaws_dial_detach(d);
+	}
+	return 3;
+}
+
+int luaws_client_open(lua_State *L)
+{
+	luaL_getmetatable(L, LUAWS_CONN_MT);
+	lua_getfield(L, -1, "__index");
+	lua_pushcfunction(L, l_dial_result);
+	lua_setfield(L, -2, "_dial_result");
+	lua_pop(L, 2);
+	lua_pushcfunction(L, l_dial);
+	lua_setfield(L, -2, "dial");
+	return 0;
+}

@@ -1,0 +1,18 @@
+/* luaws.core: the C half of luaws. Each file registers its own part. */
+#include "luaws.h"
+
+LUAMOD_API int luaopen_luaws_core(lua_State *L);
+
+LUAMOD_API int luaopen_luaws_core(lua_State *L)
+{
+	lua_newtable(L);
+	luaws_loop_open(L);
+	luaws_conn_open(L);
+	luaws_server_open(L);
+	luaws_client_open(L);
+	luaws_timer_open(L);
+	luaws_signal_open(L);
+	lua_pushstring(L, lws_get_library_version());
+	lua_setfield(L, -2, "lws_version");
+	return 1;
+}

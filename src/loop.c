@@ -1,0 +1,336 @@
+/*
+ * The event loop of one Lua state: a libuv loop that luaws owns, the lws context that
+ * runs on it (created on first use), the hand-over of woken objects to the Lua
+ * scheduler, and the protected call through which lws callbacks enter Lua.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "luaws.h"
+
+static const char loop_key = 'L';
+
+luaws_loop *luaws_loop_get(lua_State *L)
+{
+	luaws_loop *loop;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_key);
+	loop = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (!loop || loop->closing)
+		luaL_error(L, "luaws: the event loop of this Lua state is closed");
+	return loop;
+}
+
+int luaws_fail(lua_State *L, const char *msg)
+{
+	luaL_pushfail(L);
+	lua_pushstring(L, msg);
+	return 2;
+}
+
+int luaws_buf_reserve(luaws_buf *b, size_t extra)
+{
+	size_t want = b->len + extra, cap = b->cap ? b->cap : 256;
+	unsigned char *p;
+	if (want <= b->cap)
+		return 0;
+	while (cap < want)
+		cap *= 2;
+	p = realloc(b->data, cap);
+	if (!p)
+		return -1;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+void luaws_buf_free(luaws_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/* Arm w (the userdata at idx) so that luaws_wake delivers it to the scheduler. The room
+ * for its wake-up is reserved here, where failing is allowed, so luaws_wake never
+ * allocates inside an lws callback. */
+void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
+{
+	if (w->ref != LUA_NOREF)
+		return;
+	if (loop->narmed + 1 > loop->cap_woken) {
+		size_t cap = loop->cap_woken ? loop->cap_woken * 2 : 64;
+		int *p = realloc(loop->woken, cap * sizeof(*p));
+		if (!p)
+			luaL_error(L, "luaws: out of memory");
+		loop->woken = p;
+		loop->cap_woken = cap;
+	}
+	lua_pushvalue(L, idx);
+	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	loop->narmed++;
+}
+
+void luaws_wake(luaws_loop *loop, luaws_waitable *w)
+{
+	if (w->ref == LUA_NOREF || loop->closing)
+		return;
+	loop->woken[loop->nwoken++] = w->ref;
+	w->ref = LUA_NOREF;
+	loop->narmed--;
+}
+
+/* Drop an armed reference without waking (the object is going away). */
+void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
+{
+	if (w->ref == LUA_NOREF)
+		return;
+	luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+	w->ref = LUA_NOREF;
+	loop->narmed--;
+}
+
+/* lws was called from outside its own callbacks: it must look at its timers again
+ * before the loop sleeps (see ../shared/DESIGN.md §5). Done once per step. */
+void luaws_touched_lws(luaws_loop *loop)
+{
+	loop->need_cancel = 1;
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (!msg && !lua_isnoneornil(L, 1))
+		msg = luaL_tolstring(L, 1, NULL);
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/* The one way lws and libuv callbacks enter Lua: a protected call that reports errors
+ * with a traceback on stderr, so no Lua error unwinds through library frames. */
+int luaws_pcall(lua_State *L, int nargs, int nresults)
+{
+	int base = lua_gettop(L) - nargs, status;
+	lua_pushcfunction(L, traceback);
+	lua_insert(L, base);
+	status = lua_pcall(L, nargs, nresults, base);
+	lua_remove(L, base);
+	if (status != LUA_OK) {
+		lwsl_err("luaws: %s\n", lua_tostring(L, -1));
+		fprintf(stderr, "luaws: %s\n", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	return status;
+}
+
+/* Create the lws context on the loop, the first time a server or client needs it. */
+int luaws_loop_context(lua_State *L, luaws_loop *loop)
+{
+	struct lws_context_creation_info info;
+	struct lws_client_connect_info unused;
+	void *foreign[1];
+	(void)unused;
+
+	if (loop->ctx)
+		return 0;
+	loop->protocols = malloc(sizeof(luaws_protocol_template));
+	if (!loop->protocols)
+		return luaL_error(L, "luaws: out of memory");
+	memcpy(loop->protocols, luaws_protocol_template, sizeof(luaws_protocol_template));
+	strcpy(loop->sel_name, "x");
+	loop->protocols[1].name = loop->sel_name;
+
+	memset(&info, 0, sizeof(info));
+	foreign[0] = &loop->uv;
+	info.foreign_loops = foreign;
+	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.user = loop;
+	info.pt_serv_buf_size = 64 * 1024;
+	loop->ctx = lws_create_context(&info);
+	if (!loop->ctx)
+		return luaL_error(L, "luaws: cannot create the libwebsockets context "
+				     "(is libwebsockets-evlib-uv installed?)");
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = loop->protocols;
+	info.vhost_name = "luaws-client";
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+	loop->client_vhost = lws_create_vhost(loop->ctx, &info);
+	if (!loop->client_vhost)
+		return luaL_error(L, "luaws: cannot create the client vhost");
+	return 0;
+}
+
+static void step_timeout(uv_timer_t *t)
+{
+	(void)t;
+}
+
+/* core.step(timeout, ready) -> n: run the loop once, waiting at most timeout seconds
+ * (nil or negative: until something happens), then store the woken objects in
+ * ready[1..n]. */
+static int l_step(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	double timeout = luaL_optnumber(L, 1, -1);
+	uv_run_mode mode = UV_RUN_ONCE;
+	lua_State *outer = loop->L;
+	size_t i, n;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	if (loop->stepping)
+		return luaL_error(L, "luaws: the loop is already running (blocking call from "
+				     "inside a callback?)");
+	if (loop->need_cancel && loop->ctx) {
+		loop->need_cancel = 0;
+		lws_cancel_service(loop->ctx);
+	}
+	if (loop->nwoken || timeout == 0)
+		mode = UV_RUN_NOWAIT;
+	else if (timeout > 0)
+		uv_timer_start(&loop->step_timer, step_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+
+	loop->stepping = 1;
+	loop->L = L;
+	uv_run(&loop->uv, mode);
+	loop->L = outer;
+	loop->stepping = 0;
+	if (timeout > 0)
+		uv_timer_stop(&loop->step_timer);
+
+	n = loop->nwoken;
+	for (i = 0; i < n; i++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->woken[i]);
+		lua_rawseti(L, 2, (lua_Integer)i + 1);
+		luaL_unref(L, LUA_REGISTRYINDEX, loop->woken[i]);
+	}
+	loop->nwoken = 0;
+	lua_pushinteger(L, (lua_Integer)n);
+	return 1;
+}
+
+/* core.pending() -> true when objects were woken outside a step (the next step must not
+ * sleep). */
+static int l_pending(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	lua_pushboolean(L, loop->nwoken > 0);
+	return 1;
+}
+
+static int l_now(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lua_pushnumber(L, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static int l_monotime(lua_State *L)
+{
+	lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+	return 1;
+}
+
+/* For hosts that run their own loop: wait until this fd is readable or backend_timeout
+ * seconds pass, then call step(0). Take the timeout right before sleeping. */
+static int l_backend_fd(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	lua_pushinteger(L, uv_backend_fd(&loop->uv));
+	return 1;
+}
+
+static int l_backend_timeout(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	int ms;
+	if (loop->need_cancel || loop->nwoken) {
+		lua_pushnumber(L, 0);
+		return 1;
+	}
+	ms = uv_backend_timeout(&loop->uv);
+	lua_pushnumber(L, ms < 0 ? -1 : ms / 1000.0);
+	return 1;
+}
+
+static int l_live_conns(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	lua_pushinteger(L, loop->live_conns);
+	return 1;
+}
+
+static void close_leftover(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* Shut down: two lws_context_destroy calls with loop runs between them (lws on a
+ * foreign loop), then close whatever handles are left, then the loop. */
+static int loop_gc(lua_State *L)
+{
+	luaws_loop *loop = lua_touserdata(L, 1);
+	if (loop->closing)
+		return 0;
+	loop->closing = 1;
+	if (loop->ctx) {
+		lws_context_destroy(loop->ctx);
+		uv_run(&loop->uv, UV_RUN_NOWAIT);
+		lws_context_destroy(loop->ctx);
+		loop->ctx = NULL;
+	}
+	uv_close((uv_handle_t *)&loop->step_timer, NULL);
+	uv_run(&loop->uv, UV_RUN_NOWAIT);
+	uv_walk(&loop->uv, close_leftover, NULL);
+	uv_run(&loop->uv, UV_RUN_DEFAULT);
+	uv_loop_close(&loop->uv);
+	free(loop->woken);
+	free(loop->protocols);
+	luaws_buf_free(&loop->scratch);
+	luaws_buf_free(&loop->upgrade_headers);
+	return 0;
+}
+
+static const luaL_Reg core_functions[] = {
+	{"step", l_step},
+	{"pending", l_pending},
+	{"now", l_now},
+	{"monotime", l_monotime},
+	{"backend_fd", l_backend_fd},
+	{"backend_timeout", l_backend_timeout},
+	{"live_conns", l_live_conns},
+	{NULL, NULL},
+};
+
+int luaws_loop_open(lua_State *L)
+{
+	luaws_loop *loop;
+
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_key);
+	if (lua_isnil(L, -1)) {
+		loop = lua_newuserdatauv(L, sizeof(*loop), 0);
+		memset(loop, 0, sizeof(*loop));
+		if (uv_loop_init(&loop->uv))
+			return luaL_error(L, "luaws: cannot create the libuv loop");
+		uv_timer_init(&loop->uv, &loop->step_timer);
+		uv_unref((uv_handle_t *)&loop->step_timer);
+		loop->L = L;
+		luaL_newmetatable(L, LUAWS_LOOP_MT);
+		lua_pushcfunction(L, loop_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_setmetatable(L, -2);
+		lua_pushvalue(L, -1);
+		lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
+	}
+	lua_pop(L, 1);
+	lws_set_log_level(LLL_ERR, NULL);
+	luaL_setfuncs(L, core_functions, 0);
+	return 0;
+}
