@@ -476,12 +476,14 @@ static const luaL_Reg conn_methods[] = {
 	{NULL, NULL},
 };
 
-/* core.conn_methods(): the __index table of luaws.Conn, for the Lua front to extend. */
+/* core.conn_methods() -> the __index table of luaws.Conn (for the Lua front to extend),
+ * its metatable */
 static int l_conn_methods(lua_State *L)
 {
 	luaL_getmetatable(L, LUAWS_CONN_MT);
 	lua_getfield(L, -1, "__index");
-	return 1;
+	lua_insert(L, -2);
+	return 2;
 }
 
 int luaws_conn_open(lua_State *L)

@@ -1,9 +1,11 @@
 /* luaws.core: the C half of luaws. Each file registers its own part. */
 #include "luaws.h"
 
-LUAMOD_API int luaopen_luaws_core(lua_State *L);
+#define LUAWS_EXPORT __attribute__((visibility("default")))
 
-LUAMOD_API int luaopen_luaws_core(lua_State *L)
+LUAWS_EXPORT int luaopen_luaws_core(lua_State *L);
+
+LUAWS_EXPORT int luaopen_luaws_core(lua_State *L)
 {
 	lua_newtable(L);
 	luaws_loop_open(L);

@@ -282,7 +282,9 @@ static int loop_gc(lua_State *L)
 	loop->closing = 1;
 	if (loop->ctx) {
 		lws_context_destroy(loop->ctx);
-		uv_run(&loop->uv, UV_RUN_NOWAIT);
+		/* let lws's handles finish closing: their close callbacks live in the evlib
+		 * plugin, which the second destroy unloads */
+		uv_run(&loop->uv, UV_RUN_DEFAULT);
 		lws_context_destroy(loop->ctx);
 		loop->ctx = NULL;
 	}
@@ -313,8 +315,8 @@ int luaws_loop_open(lua_State *L)
 {
 	luaws_loop *loop;
 
-	lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_key);
-	if (lua_isnil(L, -1)) {
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loop_key) == LUA_TNIL) {
+		lua_pop(L, 1);
 		loop = lua_newuserdatauv(L, sizeof(*loop), 0);
 		memset(loop, 0, sizeof(*loop));
 		if (uv_loop_init(&loop->uv))

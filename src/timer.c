@@ -85,6 +85,13 @@ static int l_arm(lua_State *L)
 	return 0;
 }
 
+static int l_disarm(lua_State *L)
+{
+	luaws_timer *t = check_timer(L);
+	luaws_unarm(L, t->loop, &t->waitable);
+	return 0;
+}
+
 static void closed(uv_handle_t *h)
 {
 	free(h);
@@ -106,6 +113,7 @@ static const luaL_Reg timer_methods[] = {
 	{"_stop", l_stop},
 	{"_take", l_take},
 	{"_arm", l_arm},
+	{"_disarm", l_disarm},
 	{NULL, NULL},
 };
 

@@ -1,0 +1,112 @@
+-- The client side, shaped like gorilla's Dialer: Dialer{...}:Dial(url, header) and
+-- DefaultDialer. Name lookup, connect and handshake run on the loop; the caller parks.
+local core = require "luaws.core"
+local sched = require "luaws.sched"
+local errors = require "luaws.errors"
+local header = require "luaws.header"
+
+local M = {}
+
+local Dialer = { __name = "luaws.Dialer" }
+Dialer.__index = Dialer
+
+-- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, ReadBufferSize=, WriteBufferSize=}
+function M.Dialer(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'Dialer' (table expected)", 2)
+  end
+  local d = setmetatable({}, Dialer)
+  for k, v in pairs(opts or {}) do d[k] = v end
+  if d.HandshakeTimeout ~= nil and type(d.HandshakeTimeout) ~= "number" then
+    error("Dialer: HandshakeTimeout must be a number of seconds", 2)
+  end
+  if d.Subprotocols ~= nil and type(d.Subprotocols) ~= "table" then
+    error("Dialer: Subprotocols must be a list of strings", 2)
+  end
+  return d
+end
+
+M.DefaultDialer = M.Dialer{ HandshakeTimeout = 45 }
+
+-- parse_url("ws://host:port/path?query") -> {scheme, host, port, hostport, path}
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil end
+  scheme = scheme:lower()
+  if scheme ~= "ws" and scheme ~= "wss" then return nil end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  path = path:gsub("#.*$", "")
+  if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
+  if authority:find("@") then return nil end
+  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  if not host or host == "" then return nil end
+  local default_port = scheme == "wss" and 443 or 80
+  port = port ~= "" and tonumber(port) or default_port
+  if port < 1 or port > 65535 then return nil end
+  return { scheme = scheme, host = host, port = port, hostport = authority, path = path }
+end
+M.parse_url = parse_url
+
+local reserved = {
+  ["upgrade"] = true, ["connection"] = true, ["sec-websocket-key"] = true,
+  ["sec-websocket-version"] = true, ["sec-websocket-extensions"] = true,
+}
+
+-- d:Dial(url [, requestHeader]) -> conn, resp | nil, resp, err
+function Dialer:Dial(url, request_header)
+  if getmetatable(self) ~= Dialer then
+    error("bad self to 'Dial' (luaws.Dialer expected; call it as d:Dial(url))", 2)
+  end
+  if type(url) ~= "string" then
+    error("bad argument #1 to 'Dial' (string expected, got " .. type(url) .. ")", 2)
+  end
+  if request_header ~= nil and type(request_header) ~= "table" then
+    error("bad argument #2 to 'Dial' (header table expected)", 2)
+  end
+  local u = parse_url(url)
+  if not u then return nil, nil, errors.new("websocket: malformed ws or wss URL") end
+  if u.scheme == "wss" then
+    return nil, nil, errors.new("websocket: wss:// is not supported by this build of luaws")
+  end
+
+  local h = header.new(request_header)
+  local extra, origin, host_header, subprotocols = {}, nil, u.hostport, nil
+  for name, value in pairs(h) do
+    if reserved[name] then
+      return nil, nil, errors.new("websocket: duplicate header not allowed: " .. name)
+    elseif name == "host" then
+      host_header = h:Get("Host")
+    elseif name == "origin" then
+      origin = h:Get("Origin")
+    elseif name == "sec-websocket-protocol" then
+      subprotocols = h:Get("Sec-WebSocket-Protocol")
+    else
+      header.flatten({ [name] = value }, extra)
+    end
+  end
+  if self.Subprotocols and #self.Subprotocols > 0 then
+    subprotocols = table.concat(self.Subprotocols, ", ")
+  end
+
+  local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
+    self.HandshakeTimeout or 0)
+  while c:_state() == "connecting" do sched.wait(c) end
+  local status, resp_headers, timed_out = c:_dial_result()
+  local resp
+  if status and status > 0 then
+    resp = { StatusCode = status, Header = header.new(resp_headers) }
+  end
+  if c:_state() == "open" then return c, resp end
+
+  local why = c:_error() or "connection failed"
+  if resp and status ~= 101 or why == "bad handshake" then
+    return nil, resp, errors.ErrBadHandshake
+  end
+  if timed_out then
+    return nil, resp, errors.new("dial tcp " .. u.hostport .. ": i/o timeout", { timeout = true })
+  end
+  return nil, resp, errors.new("dial tcp " .. u.hostport .. ": " .. why)
+end
+
+return M

@@ -1,0 +1,44 @@
+-- Error values: objects with __tostring, compared by identity for the sentinels
+-- (ErrCloseSent, ...), with .code/.text for a CloseError and .timeout for timeouts.
+local M = {}
+
+local Error = { __name = "luaws.Error" }
+Error.__index = Error
+Error.__tostring = function(e) return e.msg end
+function Error:Error() return self.msg end
+M.Error = Error
+
+function M.new(msg, fields)
+  local e = fields or {}
+  e.msg = msg
+  return setmetatable(e, Error)
+end
+
+function M.is(v) return getmetatable(v) == Error end
+
+local close_names = {
+  [1000] = "normal", [1001] = "going away", [1002] = "protocol error",
+  [1003] = "unsupported data", [1005] = "no status", [1006] = "abnormal closure",
+  [1007] = "invalid payload data", [1008] = "policy violation", [1009] = "message too big",
+  [1010] = "mandatory extension missing", [1011] = "internal server error",
+  [1012] = "service restart", [1013] = "try again later", [1015] = "TLS handshake error",
+}
+
+-- A close frame from the peer (or 1006 when the connection dropped without one).
+function M.CloseError(code, text)
+  local msg = "websocket: close " .. code
+  if close_names[code] then msg = msg .. " (" .. close_names[code] .. ")" end
+  if text and text ~= "" then msg = msg .. ": " .. text end
+  return M.new(msg, { code = code, text = text or "", close = true })
+end
+
+function M.HandshakeError(reason, status)
+  return M.new("websocket: " .. reason, { status = status, handshake = true })
+end
+
+M.ErrCloseSent = M.new("websocket: close sent")
+M.ErrReadLimit = M.new("websocket: read limit exceeded")
+M.ErrBadHandshake = M.new("websocket: bad handshake")
+M.ErrClosed = M.new("websocket: use of closed connection")
+
+return M

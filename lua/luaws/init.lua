@@ -1,0 +1,87 @@
+-- luaws: gorilla/websocket for Lua 5.4, on libwebsockets and one event loop.
+--   local websocket = require "luaws"
+-- This module gathers the public API from the modules beside it.
+local core = require "luaws.core"
+local sched = require "luaws.sched"
+local runtime = require "luaws.runtime"
+local errors = require "luaws.errors"
+local header = require "luaws.header"
+local conn = require "luaws.conn"
+local server = require "luaws.server"
+local client = require "luaws.client"
+
+local websocket = {
+  _VERSION = "luaws scm",
+  lws_version = core.lws_version,
+
+  -- message types and close codes (gorilla's names)
+  TextMessage = conn.TextMessage, BinaryMessage = conn.BinaryMessage,
+  CloseMessage = conn.CloseMessage, PingMessage = conn.PingMessage,
+  PongMessage = conn.PongMessage,
+  CloseNormalClosure = 1000, CloseGoingAway = 1001, CloseProtocolError = 1002,
+  CloseUnsupportedData = 1003, CloseNoStatusReceived = 1005, CloseAbnormalClosure = 1006,
+  CloseInvalidFramePayloadData = 1007, ClosePolicyViolation = 1008,
+  CloseMessageTooBig = 1009, CloseMandatoryExtension = 1010,
+  CloseInternalServerErr = 1011, CloseServiceRestart = 1012, CloseTryAgainLater = 1013,
+  CloseTLSHandshake = 1015,
+
+  FormatCloseMessage = conn.FormatCloseMessage,
+  IsCloseError = conn.IsCloseError,
+  IsUnexpectedCloseError = conn.IsUnexpectedCloseError,
+  ErrCloseSent = errors.ErrCloseSent,
+  ErrReadLimit = errors.ErrReadLimit,
+  ErrBadHandshake = errors.ErrBadHandshake,
+  ErrClosed = errors.ErrClosed,
+
+  -- server (net/http + Upgrader)
+  Upgrader = server.Upgrader,
+  HandleFunc = server.HandleFunc,
+  NewServeMux = server.NewServeMux,
+  DefaultServeMux = server.DefaultServeMux,
+  Listen = server.Listen,
+  ListenAndServe = server.ListenAndServe,
+  Error = server.Error,
+  StatusText = server.StatusText,
+  IsWebSocketUpgrade = server.IsWebSocketUpgrade,
+  Subprotocols = server.Subprotocols,
+  Header = header.new,
+
+  -- client
+  Dialer = client.Dialer,
+  DefaultDialer = client.DefaultDialer,
+
+  -- Go-like runtime
+  Go = runtime.Go,
+  Chan = runtime.Chan,
+  Select = runtime.Select,
+  SendCase = runtime.SendCase,
+  Default = runtime.Default,
+  Sleep = runtime.Sleep,
+  After = runtime.After,
+  NewTicker = runtime.NewTicker,
+  Now = runtime.Now,
+  Notify = runtime.Notify,
+  Interrupt = runtime.Interrupt,
+
+  -- embedding in a host loop: wait on BackendFd() for at most BackendTimeout()
+  -- seconds, then Step(0)
+  Step = sched.step,
+  BackendFd = core.backend_fd,
+  BackendTimeout = core.backend_timeout,
+  LiveConns = core.live_conns,
+}
+
+-- FormatTime(t) -> Go's Time.String() layout, for a time from Now()
+function websocket.FormatTime(t)
+  t = t or core.now()
+  local sec = math.floor(t)
+  local frac = math.floor((t - sec) * 1e9 + 0.5)
+  if frac >= 1000000000 then sec, frac = sec + 1, frac - 1000000000 end
+  return os.date("%Y-%m-%d %H:%M:%S", sec) .. string.format(".%09d", frac) ..
+    os.date(" %z %Z", sec)
+end
+
+websocket.log = require "luaws.log"
+websocket.flag = require "luaws.flag"
+
+return websocket

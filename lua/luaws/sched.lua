@@ -1,0 +1,152 @@
+-- The scheduler: coroutines that park on C objects (connections, timers, signals) or
+-- on channels, and the loop that resumes them. Called from the main chunk (or any
+-- coroutine luaws did not start), a blocking call drives the loop itself instead.
+local core = require "luaws.core"
+
+local create, resume, yield, running, status =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+
+local sched = {}
+
+-- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
+local queue, head, tail = {}, 1, 0
+local woken = {}               -- filled by core.step
+local waiters = {}             -- C object -> coroutine, or list of coroutines
+local current = nil            -- the coroutine the scheduler is running
+local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> function(ok, err)
+
+function sched.ready(co, a, b)
+  tail = tail + 3
+  queue[tail - 2], queue[tail - 1], queue[tail] = co, a, b
+end
+
+local function report(co, err)
+  local msg = debug.traceback(co, tostring(err))
+  io.stderr:write("luaws: error in coroutine: ", msg, "\n")
+end
+
+-- Resume co and deal with its end: errors are reported with a traceback and passed to
+-- its exit hook (which closes a handler's connection), never raised into the loop.
+local function run(co, a, b)
+  local prev = current
+  current = co
+  local ok, err = resume(co, a, b)
+  current = prev
+  if not ok or status(co) == "dead" then
+    if not ok then report(co, err) end
+    local hook = on_exit[co]
+    if hook then
+      on_exit[co] = nil
+      local hok, herr = pcall(hook, ok, err)
+      if not hok then io.stderr:write("luaws: error in exit hook: ", tostring(herr), "\n") end
+    end
+  end
+end
+sched.run = run
+
+local function run_ready()
+  while head <= tail do
+    local co, a, b = queue[head], queue[head + 1], queue[head + 2]
+    queue[head], queue[head + 1], queue[head + 2] = nil, nil, nil
+    head = head + 3
+    run(co, a, b)
+  end
+  head, tail = 1, 0
+end
+
+-- Start fn(...) in a new coroutine on the next turn of the loop (Go's `go`).
+function sched.go(fn, ...)
+  if type(fn) ~= "function" then error("bad argument #1 to 'Go' (function expected)", 2) end
+  local co
+  if select("#", ...) == 0 then
+    co = create(fn)
+  else
+    local args = table.pack(...)
+    co = create(function() return fn(table.unpack(args, 1, args.n)) end)
+  end
+  sched.ready(co)
+  return co
+end
+
+-- Start fn(...) now, in a new coroutine, until it first blocks (server handlers: lws
+-- needs the upgrade decided before its callback returns).
+function sched.start(fn, hook, ...)
+  local co = create(fn)
+  if hook then on_exit[co] = hook end
+  run(co, ...)
+  return co
+end
+
+function sched.set_exit_hook(co, hook) on_exit[co] = hook end
+
+-- One turn of the loop: run what is ready, poll (waiting at most timeout seconds; nil:
+-- as long as needed), hand woken objects to their waiters, run those.
+function sched.step(timeout)
+  run_ready()
+  local n = core.step(timeout, woken)
+  for i = 1, n do
+    local obj = woken[i]
+    woken[i] = nil
+    local w = waiters[obj]
+    if w then
+      waiters[obj] = nil
+      if type(w) == "thread" then
+        sched.ready(w)
+      else
+        for j = 1, #w do sched.ready(w[j]) end
+      end
+    end
+  end
+  run_ready()
+end
+
+-- Is the caller a coroutine this scheduler runs (so it may yield)?
+local function parkable()
+  local co, main = running()
+  if not main and co == current then return co end
+  if current ~= nil then
+    error("luaws: blocking call from a coroutine not started by luaws (use websocket.Go)", 3)
+  end
+  return nil
+end
+
+-- Wait until obj (a C waitable) reports something. The caller re-checks its condition.
+function sched.wait(obj)
+  local co = parkable()
+  obj:_arm()
+  if co then
+    local w = waiters[obj]
+    if w == nil then
+      waiters[obj] = co
+    elseif type(w) == "thread" then
+      waiters[obj] = { w, co }
+    else
+      w[#w + 1] = co
+    end
+    return yield()
+  end
+  sched.step(nil)
+end
+
+-- Park the calling coroutine until someone calls sched.ready(co, ...) (channels).
+-- From the main chunk, drive the loop until done() is true.
+function sched.park(done)
+  local co = parkable()
+  if co then return yield() end
+  while not done() do sched.step(nil) end
+end
+
+function sched.current() return parkable() end
+
+-- Nobody will wait on obj again (a stopped ticker): drop its waiters.
+function sched.forget(obj)
+  waiters[obj] = nil
+  obj:_disarm()
+end
+
+-- Run the loop forever (ListenAndServe).
+function sched.loop()
+  while true do sched.step(nil) end
+end
+
+return sched

@@ -1,0 +1,334 @@
+-- The server side, shaped like Go's net/http plus gorilla's Upgrader: HandleFunc,
+-- ServeMux, ListenAndServe, the ResponseWriter `w` and Request `r` a handler gets, and
+-- Upgrader:Upgrade. Each request's handler runs in its own coroutine.
+local core = require "luaws.core"
+local sched = require "luaws.sched"
+local errors = require "luaws.errors"
+local header = require "luaws.header"
+local conn = require "luaws.conn"
+
+local M = {}
+
+local status_text = {
+  [200] = "OK", [201] = "Created", [204] = "No Content", [301] = "Moved Permanently",
+  [302] = "Found", [304] = "Not Modified", [400] = "Bad Request", [401] = "Unauthorized",
+  [403] = "Forbidden", [404] = "Not Found", [405] = "Method Not Allowed",
+  [426] = "Upgrade Required", [500] = "Internal Server Error", [501] = "Not Implemented",
+  [503] = "Service Unavailable",
+}
+function M.StatusText(code) return status_text[code] or "" end
+
+-- ResponseWriter: what a handler writes a plain HTTP answer through.
+local ResponseWriter = { __name = "luaws.ResponseWriter" }
+ResponseWriter.__index = ResponseWriter
+
+local function new_writer(req)
+  return setmetatable({ req = req, header = header.new(), body = {}, answered = false }, ResponseWriter)
+end
+
+local function check_writer(w, method)
+  if getmetatable(w) ~= ResponseWriter then
+    error("bad argument to '" .. method .. "' (luaws.ResponseWriter expected)", 3)
+  end
+end
+
+function ResponseWriter:Header() return self.header end
+
+function ResponseWriter:WriteHeader(status)
+  if type(status) ~= "number" or status < 100 or status > 999 then
+    error("bad argument #1 to 'WriteHeader' (HTTP status expected)", 2)
+  end
+  if not self.status then self.status = status end
+end
+
+function ResponseWriter:Write(data)
+  if type(data) ~= "string" then error("bad argument #1 to 'Write' (string expected)", 2) end
+  if self.answered then return nil, errors.new("http: response already sent") end
+  if not self.status then self.status = 200 end
+  self.body[#self.body + 1] = data
+  return #data
+end
+
+-- Send what the handler wrote (when it returns, or at once for an error answer).
+local function finish(w)
+  if w.answered then return end
+  w.answered = true
+  local body = table.concat(w.body)
+  if w.header:Get("Content-Type") == nil and #body > 0 then
+    w.header:Set("Content-Type", body:find("^%s*<") and "text/html; charset=utf-8" or
+      "text/plain; charset=utf-8")
+  end
+  w.req:_respond(w.status or 200, header.flatten(w.header), body)
+end
+
+-- Error(w, text, status): Go's http.Error.
+function M.Error(w, text, status)
+  check_writer(w, "Error")
+  w.header:Set("Content-Type", "text/plain; charset=utf-8")
+  w.header:Set("X-Content-Type-Options", "nosniff")
+  w:WriteHeader(status)
+  w:Write(text .. "\n")
+  finish(w)
+end
+
+-- ServeMux: Go's pattern rules. "/echo" matches that path only; a pattern ending in
+-- "/" matches everything below it; the longest match wins.
+local ServeMux = { __name = "luaws.ServeMux" }
+ServeMux.__index = ServeMux
+
+function M.NewServeMux() return setmetatable({ exact = {}, prefixes = {} }, ServeMux) end
+
+function ServeMux:HandleFunc(pattern, handler)
+  if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
+    error("bad argument #1 to 'HandleFunc' (pattern starting with '/' expected)", 2)
+  end
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'HandleFunc' (function expected)", 2)
+  end
+  if pattern:sub(-1) == "/" then
+    self.prefixes[#self.prefixes + 1] = { pattern = pattern, handler = handler }
+    table.sort(self.prefixes, function(a, b) return #a.pattern > #b.pattern end)
+  end
+  self.exact[pattern] = handler
+end
+
+function ServeMux:Handler(path)
+  local h = self.exact[path]
+  if h then return h end
+  for _, p in ipairs(self.prefixes) do
+    if path:sub(1, #p.pattern) == p.pattern then return p.handler end
+  end
+  return nil
+end
+
+function ServeMux:ServeHTTP(w, r)
+  local h = self:Handler(r.URL.Path)
+  if not h then
+    M.Error(w, "404 page not found", 404)
+    return
+  end
+  return h(w, r)
+end
+
+M.DefaultServeMux = M.NewServeMux()
+function M.HandleFunc(pattern, handler) return M.DefaultServeMux:HandleFunc(pattern, handler) end
+
+-- Each request: build w and r, start the handler's coroutine, and when it ends answer
+-- what it left unanswered (or close its connection with 1011 if it failed).
+local function dispatch(handler)
+  local serve
+  if type(handler) == "function" then
+    serve = handler
+  else
+    serve = function(w, r) return handler:ServeHTTP(w, r) end
+  end
+  return function(req, method, path, query, headers, remote)
+    local w = new_writer(req)
+    local r = {
+      Method = method,
+      URL = { Path = path, RawQuery = table.concat(query, "&") },
+      Header = header.new(headers, function(name) return req:_header(name) end),
+      Host = headers.host or "",
+      RemoteAddr = remote,
+      Proto = "HTTP/1.1",
+    }
+    r.RequestURI = #query > 0 and (path .. "?" .. r.URL.RawQuery) or path
+    sched.start(serve, function(ok)
+      if w.conn then
+        if not ok then conn.abort(w.conn, 1011, "internal server error") end
+      elseif not w.answered then
+        if not ok then
+          w.body, w.status = {}, nil
+          M.Error(w, "500 internal server error", 500)
+        else
+          finish(w)
+        end
+      end
+    end, w, r)
+  end
+end
+
+-- Server: a listening address. Listen(addr, handler) starts serving at once, on the
+-- loop that every blocking call runs; ListenAndServe also runs that loop forever.
+local Server = { __name = "luaws.HTTPServer" }
+Server.__index = Server
+
+local function parse_addr(addr)
+  if type(addr) ~= "string" then return nil, "address must be a string" end
+  local host, port = addr:match("^%[([^%]]*)%]:(%d*)$")
+  if not host then host, port = addr:match("^([^:]*):(%d*)$") end
+  if not host then return nil, "missing port in address" end
+  port = tonumber(port == "" and "80" or port)
+  if not port or port > 65535 then return nil, "invalid port" end
+  if host == "" then return nil, port end
+  if host == "localhost" then return "127.0.0.1", port end
+  return host, port
+end
+
+local live_servers = {}
+
+function M.Listen(addr, handler)
+  local host, port = parse_addr(addr)
+  if not port then
+    return nil, errors.new("listen tcp " .. tostring(addr) .. ": " .. host)
+  end
+  handler = handler or M.DefaultServeMux
+  if type(handler) ~= "function" and not (type(handler) == "table" and handler.ServeHTTP) then
+    error("bad argument #2 to 'Listen' (function or ServeMux expected)", 2)
+  end
+  local srv, p = core.listen(host, port, dispatch(handler))
+  if not srv then
+    return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))
+  end
+  local s = setmetatable({ srv = srv, port = p, host = host or "" }, Server)
+  live_servers[s] = true
+  return s
+end
+
+function Server:Port() return self.port end
+function Server:Addr()
+  local h = self.host
+  if h:find(":") then h = "[" .. h .. "]" end
+  return h .. ":" .. self.port
+end
+function Server:Close()
+  if live_servers[self] then
+    live_servers[self] = nil
+    self.srv:_close()
+  end
+  return true
+end
+
+-- ListenAndServe(addr [, handler]): serve forever; returns nil, err when it cannot listen.
+function M.ListenAndServe(addr, handler)
+  local s, err = M.Listen(addr, handler)
+  if not s then return nil, err end
+  sched.loop()
+end
+
+-- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
+-- WriteBufferSize=, Error=}
+local Upgrader = { __name = "luaws.Upgrader" }
+Upgrader.__index = Upgrader
+
+function M.Upgrader(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'Upgrader' (table expected)", 2)
+  end
+  local u = setmetatable({}, Upgrader)
+  for k, v in pairs(opts or {}) do u[k] = v end
+  if u.CheckOrigin ~= nil and type(u.CheckOrigin) ~= "function" then
+    error("Upgrader: CheckOrigin must be a function", 2)
+  end
+  if u.Subprotocols ~= nil and type(u.Subprotocols) ~= "table" then
+    error("Upgrader: Subprotocols must be a list of strings", 2)
+  end
+  return u
+end
+
+-- gorilla's default: no Origin header, or its host equals the request's Host.
+local function same_origin(r)
+  local origin = r.Header:Get("Origin")
+  if origin == nil then return true end
+  local host = origin:match("^%a[%w+.-]*://([^/?#]*)")
+  if not host then return false end
+  host = host:gsub("^.*@", "")
+  return host:lower() == (r.Host or ""):lower()
+end
+M.CheckSameOrigin = same_origin
+
+-- Subprotocols(r) -> the list the client offered
+function M.Subprotocols(r) return header.tokens(r.Header, "Sec-WebSocket-Protocol") end
+
+-- IsWebSocketUpgrade(r) -> true when r asks for a WebSocket upgrade
+function M.IsWebSocketUpgrade(r)
+  return header.has_token(r.Header, "Connection", "upgrade") and
+    header.has_token(r.Header, "Upgrade", "websocket")
+end
+
+function Upgrader:returnError(w, r, status, reason)
+  local err = errors.HandshakeError(reason, status)
+  w.header:Set("Sec-Websocket-Version", "13")
+  if self.Error then
+    self.Error(w, r, status, err)
+    finish(w)
+  else
+    M.Error(w, M.StatusText(status), status)
+  end
+  return nil, err
+end
+
+local function select_subprotocol(u, r, response_header)
+  if u.Subprotocols and #u.Subprotocols > 0 then
+    local offered = M.Subprotocols(r)
+    for _, want in ipairs(u.Subprotocols) do
+      for _, got in ipairs(offered) do
+        if want == got then return want end
+      end
+    end
+    return nil
+  elseif response_header then
+    local h = header.new(response_header)
+    return h:Get("Sec-Websocket-Protocol")
+  end
+  return nil
+end
+
+-- u:Upgrade(w, r [, responseHeader]) -> conn | nil, err
+function Upgrader:Upgrade(w, r, response_header)
+  if getmetatable(self) ~= Upgrader then
+    error("bad self to 'Upgrade' (luaws.Upgrader expected; call it as u:Upgrade(w, r))", 2)
+  end
+  check_writer(w, "Upgrade")
+  if type(r) ~= "table" or not r.Header then
+    error("bad argument #2 to 'Upgrade' (request expected)", 2)
+  end
+  if response_header ~= nil and type(response_header) ~= "table" then
+    error("bad argument #3 to 'Upgrade' (header table expected)", 2)
+  end
+  local bad = "the client is not using the websocket protocol: "
+  if not header.has_token(r.Header, "Connection", "upgrade") then
+    return self:returnError(w, r, 400, bad .. "'upgrade' token not found in 'Connection' header")
+  end
+  if not header.has_token(r.Header, "Upgrade", "websocket") then
+    return self:returnError(w, r, 400, bad .. "'websocket' token not found in 'Upgrade' header")
+  end
+  if r.Method ~= "GET" then
+    return self:returnError(w, r, 405, bad .. "request method is not GET")
+  end
+  if not header.has_token(r.Header, "Sec-Websocket-Version", "13") then
+    return self:returnError(w, r, 400,
+      "unsupported version: 13 not found in 'Sec-Websocket-Version' header")
+  end
+  local rh = response_header and header.new(response_header)
+  if rh and rh:Get("Sec-Websocket-Extensions") then
+    return self:returnError(w, r, 500,
+      "application specific 'Sec-WebSocket-Extensions' headers are unsupported")
+  end
+  local check = self.CheckOrigin or same_origin
+  if not check(r) then
+    return self:returnError(w, r, 403, "request origin not allowed by Upgrader.CheckOrigin")
+  end
+  local key = r.Header:Get("Sec-Websocket-Key") or ""
+  if key == "" then
+    return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
+  end
+  local sub = select_subprotocol(self, r, response_header)
+  local extra = {}
+  if rh then
+    rh:Del("Sec-Websocket-Protocol")
+    header.flatten(rh, extra)
+  end
+  if w.answered then
+    return nil, errors.new("websocket: the response was already written")
+  end
+  local c, err = w.req:_upgrade(sub, extra)
+  if not c then
+    return nil, errors.new("websocket: " .. err)
+  end
+  w.answered = true
+  w.conn = c
+  return c
+end
+
+return M
