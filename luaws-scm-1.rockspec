@@ -1,0 +1,51 @@
+rockspec_format = "3.0"
+package = "luaws"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null", -- built in place with `luarocks make`
+}
+description = {
+  summary = "gorilla/websocket's API for Lua 5.4, on libwebsockets and one event loop",
+  detailed = [[
+luaws gives Lua programs the WebSocket API of Go's gorilla/websocket (Upgrader, Dialer,
+Conn:ReadMessage, Conn:WriteMessage, ...) with every connection handler running as its
+own coroutine on one libuv event loop driven by libwebsockets.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["luaws.core"] = {
+      sources = {
+        "src/client.c", "src/conn.c", "src/core.c", "src/headers.c", "src/loop.c",
+        "src/protocol.c", "src/server.c", "src/signal.c", "src/timer.c",
+      },
+      libraries = { "websockets", "uv" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)" },
+      defines = {},
+    },
+    ["luaws"] = "lua/luaws/init.lua",
+    ["luaws.sched"] = "lua/luaws/sched.lua",
+    ["luaws.runtime"] = "lua/luaws/runtime.lua",
+    ["luaws.errors"] = "lua/luaws/errors.lua",
+    ["luaws.header"] = "lua/luaws/header.lua",
+    ["luaws.conn"] = "lua/luaws/conn.lua",
+    ["luaws.server"] = "lua/luaws/server.lua",
+    ["luaws.client"] = "lua/luaws/client.lua",
+    ["luaws.log"] = "lua/luaws/log.lua",
+    ["luaws.flag"] = "lua/luaws/flag.lua",
+  },
+  copy_directories = { "examples", "docs" },
+}
+test = {
+  type = "busted",
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install (as root, with apt) what luaws needs to build, run and be tested on Debian 12.
+set -euo pipefail
+PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev
+      libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
+      python3 python3-websockets golang-go golang-github-gorilla-websocket-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
