@@ -90,30 +90,32 @@ static void kill_wsi(luaws_conn *c)
 	luaws_touched_lws(c->loop);
 }
 
-static void addresses(luaws_conn *c, struct lws *wsi)
+/* "ip:port" (or "[ip6]:port") of either end of a socket. */
+void luaws_socket_address(int fd, int peer, char *out, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	int fd = lws_get_socket_fd(wsi);
-	char host[46];
+	char host[INET6_ADDRSTRLEN];
 
-	lws_get_peer_simple(wsi, host, sizeof(host));
-	if (!getpeername(fd, (struct sockaddr *)&ss, &sl))
-		lws_snprintf(c->remote, sizeof(c->remote),
-			     ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
-			     ntohs(((struct sockaddr_in *)&ss)->sin_port));
-	sl = sizeof(ss);
-	if (!getsockname(fd, (struct sockaddr *)&ss, &sl)) {
-		if (ss.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
-			lws_snprintf(c->local, sizeof(c->local), "[%s]:%u", host,
-				     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-		} else {
-			uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
-			lws_snprintf(c->local, sizeof(c->local), "%s:%u", host,
-				     ntohs(((struct sockaddr_in *)&ss)->sin_port));
-		}
+	out[0] = '\0';
+	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) :
+		    getsockname(fd, (struct sockaddr *)&ss, &sl)))
+		return;
+	if (ss.ss_family == AF_INET6) {
+		uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+		lws_snprintf(out, len, "[%s]:%u", host,
+			     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+	} else if (ss.ss_family == AF_INET) {
+		uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+		lws_snprintf(out, len, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
 	}
+}
+
+static void addresses(luaws_conn *c, struct lws *wsi)
+{
+	int fd = lws_get_socket_fd(wsi);
+	luaws_socket_address(fd, 1, c->remote, sizeof(c->remote));
+	luaws_socket_address(fd, 0, c->local, sizeof(c->local));
 }
 
 static int lws_opcode(int opcode)
@@ -300,39 +302,27 @@ static int enqueue(luaws_conn *c, int opcode, const char *data, size_t len)
 	return 0;
 }
 
-/* conn:_write(opcode, data) -> true (sent or buffered by lws) | false (queued: wait for
- * _drained) | nil, reason ("closed", "close sent") */
-static int l_write(lua_State *L)
+/* Send one frame: at once when nothing is queued and lws holds no partial write,
+ * else after what is queued. -1 when the socket failed (the conn is being killed). */
+static int send_frame(luaws_conn *c, int opcode, const char *data, size_t len)
 {
-	luaws_conn *c = check_conn(L);
-	int opcode = (int)luaL_checkinteger(L, 2);
-	size_t len;
-	const char *data = luaL_checklstring(L, 3, &len);
 	luaws_loop *loop = c->loop;
-
-	if (lws_opcode(opcode) < 0)
-		return luaL_argerror(L, 2, "unknown message type");
-	if (c->state == LUAWS_CLOSED)
-		return luaws_fail(L, c->close_sent ? "close sent" : "closed");
-	if (c->close_sent)
-		return luaws_fail(L, "close sent");
 	if (opcode == 8)
 		c->close_sent = 1;
-
 	if (c->state == LUAWS_OPEN && !c->out_head && !lws_partial_buffered(c->wsi)) {
-		if (luaws_buf_reserve(&loop->scratch, LWS_PRE + len - loop->scratch.len))
-			return luaL_error(L, "luaws: out of memory");
+		if (luaws_buf_reserve(&loop->scratch, LWS_PRE + len))
+			return -2;
 		memcpy(loop->scratch.data + LWS_PRE, data, len);
 		if (lws_write(c->wsi, loop->scratch.data + LWS_PRE, len,
 			      (enum lws_write_protocol)lws_opcode(opcode)) < 0) {
 			kill_wsi(c);
-			return luaws_fail(L, "write failed");
+			return -1;
 		}
 		if (lws_partial_buffered(c->wsi))
 			luaws_touched_lws(loop);
 	} else {
 		if (enqueue(c, opcode, data, len))
-			return luaL_error(L, "luaws: out of memory");
+			return -2;
 		if (c->state == LUAWS_OPEN) {
 			lws_callback_on_writable(c->wsi);
 			luaws_touched_lws(loop);
@@ -343,6 +333,30 @@ static int l_write(lua_State *L)
 		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
 		luaws_touched_lws(loop);
 	}
+	return 0;
+}
+
+/* conn:_write(opcode, data) -> true (sent or buffered by lws) | false (queued: wait for
+ * _drained) | nil, reason ("closed", "close sent") */
+static int l_write(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	int opcode = (int)luaL_checkinteger(L, 2);
+	size_t len;
+	const char *data = luaL_checklstring(L, 3, &len);
+	int rc;
+
+	if (lws_opcode(opcode) < 0)
+		return luaL_argerror(L, 2, "unknown message type");
+	if (c->state == LUAWS_CLOSED)
+		return luaws_fail(L, c->close_sent ? "close sent" : "closed");
+	if (c->close_sent)
+		return luaws_fail(L, "close sent");
+	rc = send_frame(c, opcode, data, len);
+	if (rc == -2)
+		return luaL_error(L, "luaws: out of memory");
+	if (rc == -1)
+		return luaws_fail(L, "write failed");
 	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
 	return 1;
 }
@@ -358,33 +372,44 @@ static int l_drained(lua_State *L)
 	return 1;
 }
 
-/* conn:_close([code, text]): drop the connection. Without a code, like gorilla's Close:
- * no close frame. With one (1011 for a failed handler), lws sends it first. */
+/* conn:_close([code, text]): without a code, drop the connection like gorilla's Close:
+ * no close frame. With one (1011 for a failed handler), send that close frame and let
+ * the peer answer it (within the close timeout). */
 static int l_close(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
 	int code = (int)luaL_optinteger(L, 2, 0);
 	size_t tl;
 	const char *text = luaL_optlstring(L, 3, "", &tl);
-	if (!c->wsi) {
-		if (c->state != LUAWS_CLOSED) {
-			c->state = LUAWS_CLOSED;
-			c->close_code = 1006;
-		}
+	char payload[125];
+
+	if (!c->wsi || c->state == LUAWS_CLOSED) {
+		c->state = LUAWS_CLOSED;
+		return 0;
+	}
+	if (c->state == LUAWS_UPGRADING) {
+		/* the 101 is not out yet: ESTABLISHED refuses it */
+		c->state = LUAWS_CLOSED;
+		c->close_code = 1006;
+		lws_strncpy(c->error, "use of closed connection", sizeof(c->error));
 		return 0;
 	}
 	if (code && !c->close_sent) {
-		c->close_sent = 1;
-		lws_close_reason(c->wsi, (enum lws_close_status)code, (unsigned char *)text,
-				 tl > 123 ? 123 : tl);
-	}
-	if (c->state == LUAWS_UPGRADING) {
-		/* the 101 is not out yet: ESTABLISHED will refuse it */
-		c->state = LUAWS_CLOSED;
-		c->close_code = 1006;
+		if (tl > sizeof(payload) - 2)
+			tl = sizeof(payload) - 2;
+		payload[0] = (char)(code >> 8);
+		payload[1] = (char)code;
+		memcpy(payload + 2, text, tl);
+		if (send_frame(c, 8, payload, tl + 2) == -2)
+			return luaL_error(L, "luaws: out of memory");
 		return 0;
 	}
 	kill_wsi(c);
+	c->state = LUAWS_CLOSED;
+	if (!c->close_received)
+		c->close_code = 1006;
+	lws_strncpy(c->error, "use of closed connection", sizeof(c->error));
+	luaws_wake(c->loop, &c->waitable);
 	return 0;
 }
 

@@ -145,7 +145,8 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	foreign[0] = &loop->uv;
 	info.foreign_loops = foreign;
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-		       LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+		       LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
+		       LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.user = loop;
 	info.pt_serv_buf_size = 64 * 1024;

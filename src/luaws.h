@@ -114,6 +114,7 @@ typedef struct luaws_conn {
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client);
 void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
 void luaws_conn_closed(luaws_conn *c, const char *error);
+void luaws_socket_address(int fd, int peer, char *out, size_t len);
 int luaws_conn_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
 		     void *in, size_t len);
 int luaws_conn_open(lua_State *L);

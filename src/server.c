@@ -120,7 +120,7 @@ static void run_handler(luaws_loop *loop, struct lws *wsi, luaws_request *r)
 		lua_rawseti(L, -2, i + 1);
 	}
 	luaws_push_headers(L, wsi);
-	lws_get_peer_simple(wsi, buf, sizeof(buf));
+	luaws_socket_address(lws_get_socket_fd(wsi), 1, buf, sizeof(buf));
 	lua_pushstring(L, buf);
 	r->in_callback = 1;
 	luaws_pcall(L, 6, 0);

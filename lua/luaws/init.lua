@@ -44,6 +44,7 @@ local websocket = {
   StatusText = server.StatusText,
   IsWebSocketUpgrade = server.IsWebSocketUpgrade,
   Subprotocols = server.Subprotocols,
+  CheckSameOrigin = server.CheckSameOrigin,
   Header = header.new,
 
   -- client

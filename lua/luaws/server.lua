@@ -153,13 +153,14 @@ end
 local Server = { __name = "luaws.HTTPServer" }
 Server.__index = Server
 
+-- "host:port" -> ip (nil: every interface), port | nil, nil, reason
 local function parse_addr(addr)
-  if type(addr) ~= "string" then return nil, "address must be a string" end
+  if type(addr) ~= "string" then return nil, nil, "address must be a string" end
   local host, port = addr:match("^%[([^%]]*)%]:(%d*)$")
   if not host then host, port = addr:match("^([^:]*):(%d*)$") end
-  if not host then return nil, "missing port in address" end
+  if not host then return nil, nil, "missing port in address" end
   port = tonumber(port == "" and "80" or port)
-  if not port or port > 65535 then return nil, "invalid port" end
+  if not port or port > 65535 then return nil, nil, "invalid port" end
   if host == "" then return nil, port end
   if host == "localhost" then return "127.0.0.1", port end
   return host, port
@@ -168,9 +169,9 @@ end
 local live_servers = {}
 
 function M.Listen(addr, handler)
-  local host, port = parse_addr(addr)
+  local host, port, why = parse_addr(addr)
   if not port then
-    return nil, errors.new("listen tcp " .. tostring(addr) .. ": " .. host)
+    return nil, errors.new("listen tcp " .. tostring(addr) .. ": " .. why)
   end
   handler = handler or M.DefaultServeMux
   if type(handler) ~= "function" and not (type(handler) == "table" and handler.ServeHTTP) then
