@@ -79,6 +79,9 @@ void luaws_wake(luaws_loop *loop, luaws_waitable *w)
 	loop->woken[loop->nwoken++] = w->ref;
 	w->ref = LUA_NOREF;
 	loop->narmed--;
+	/* woken by a timer before the poll phase: do not let this iteration sleep */
+	if (loop->stepping)
+		uv_stop(&loop->uv);
 }
 
 /* Drop an armed reference without waking (the object is going away). */

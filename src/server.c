@@ -26,6 +26,7 @@ typedef struct luaws_request {
 	enum luaws_kind kind;
 	luaws_loop *loop;
 	struct lws *wsi;
+	struct lws *callback_wsi; /* headers stay readable here while the handler runs */
 	int is_upgrade, in_callback;
 	enum request_decision decision;
 	int status, response_ready;
@@ -123,8 +124,10 @@ static void run_handler(luaws_loop *loop, struct lws *wsi, luaws_request *r)
 	luaws_socket_address(lws_get_socket_fd(wsi), 1, buf, sizeof(buf));
 	lua_pushstring(L, buf);
 	r->in_callback = 1;
+	r->callback_wsi = wsi;
 	luaws_pcall(L, 6, 0);
 	r->in_callback = 0;
+	r->callback_wsi = NULL;
 }
 
 static luaws_request *new_request(lua_State *L, luaws_loop *loop, struct lws *wsi, int upgrade)
@@ -381,10 +384,10 @@ static int l_header(lua_State *L)
 	const char *name = luaL_checklstring(L, 2, &nl);
 	char key[128], val[1024];
 	int n;
-	if (!r->in_callback || !r->wsi || nl > sizeof(key) - 2)
+	if (!r->callback_wsi || nl > sizeof(key) - 2)
 		return 0;
 	lws_snprintf(key, sizeof(key), "%s:", name);
-	n = lws_hdr_custom_copy(r->wsi, val, sizeof(val), key, (int)nl + 1);
+	n = lws_hdr_custom_copy(r->callback_wsi, val, sizeof(val), key, (int)nl + 1);
 	if (n < 0)
 		return 0;
 	lua_pushlstring(L, val, (size_t)n);

@@ -80,9 +80,11 @@ end
 function sched.set_exit_hook(co, hook) on_exit[co] = hook end
 
 -- One turn of the loop: run what is ready, poll (waiting at most timeout seconds; nil:
--- as long as needed), hand woken objects to their waiters, run those.
-function sched.step(timeout)
+-- as long as needed), hand woken objects to their waiters, run those. A main-chunk
+-- caller passes its condition as done: once the ready coroutines met it, no polling.
+function sched.step(timeout, done)
   run_ready()
+  if done and done() then return end
   local n = core.step(timeout, woken)
   for i = 1, n do
     local obj = woken[i]
@@ -133,7 +135,7 @@ end
 function sched.park(done)
   local co = parkable()
   if co then return yield() end
-  while not done() do sched.step(nil) end
+  while not done() do sched.step(nil, done) end
 end
 
 function sched.current() return parkable() end
