@@ -162,11 +162,89 @@ static void resume_rx_if_drained(luaws_conn *c)
 	}
 }
 
+/* Check the next bytes of a text message (RFC 3629), carrying the state of a sequence
+ * split across fragments. luaws does this rather than lws: lws 4.1.6's client-side
+ * check overruns its receive buffer when it fails on a large frame. */
+static int utf8_valid(luaws_conn *c, const unsigned char *p, size_t n)
+{
+	unsigned need = c->utf8_need, lo = c->utf8_lo, hi = c->utf8_hi;
+	size_t i;
+	for (i = 0; i < n; i++) {
+		unsigned b = p[i];
+		if (need) {
+			if (b < lo || b > hi)
+				return 0;
+			need--;
+			lo = 0x80;
+			hi = 0xBF;
+			continue;
+		}
+		if (b < 0x80)
+			continue;
+		lo = 0x80;
+		hi = 0xBF;
+		if (b >= 0xC2 && b <= 0xDF)
+			need = 1;
+		else if (b == 0xE0)
+			need = 2, lo = 0xA0;
+		else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF)
+			need = 2;
+		else if (b == 0xED)
+			need = 2, hi = 0x9F;
+		else if (b == 0xF0)
+			need = 3, lo = 0x90;
+		else if (b >= 0xF1 && b <= 0xF3)
+			need = 3;
+		else if (b == 0xF4)
+			need = 3, hi = 0x8F;
+		else
+			return 0;
+	}
+	c->utf8_need = (unsigned char)need;
+	c->utf8_lo = (unsigned char)lo;
+	c->utf8_hi = (unsigned char)hi;
+	return 1;
+}
+
+static int send_frame(luaws_conn *c, int opcode, const char *data, size_t len);
+
+/* The peer broke the protocol: send it a close frame with this code, drop whatever else
+ * it sends, and report the code to the reader. (Returning -1 from a receive callback
+ * mid-frame makes lws 4.1.6's client overrun its buffer.) */
+static int fail_rx(luaws_conn *c, int code, const char *why)
+{
+	char payload[125];
+	size_t n = strlen(why);
+	if (c->rx_failed)
+		return 0;
+	c->rx_failed = 1;
+	c->close_received = 1;
+	c->close_code = code;
+	lws_strncpy(c->close_text, why, sizeof(c->close_text));
+	if (c->partial != NO_PARTIAL) {
+		c->in.len = c->partial;
+		c->partial = NO_PARTIAL;
+	}
+	if (c->close_sent)
+		return 0;
+	payload[0] = (char)(code >> 8);
+	payload[1] = (char)code;
+	memcpy(payload + 2, why, n);
+	return send_frame(c, 8, payload, n + 2) == -2 ? -1 : 0;
+}
+
 static int receive(luaws_conn *c, struct lws *wsi, const void *in, size_t len)
 {
 	unsigned char *rec;
 	size_t have;
 
+	if (c->rx_failed)
+		return 0;
+	if (c->partial == NO_PARTIAL)
+		c->utf8_need = 0;
+	if (!lws_frame_is_binary(wsi) &&
+	    (!utf8_valid(c, in, len) || (lws_is_final_fragment(wsi) && c->utf8_need)))
+		return fail_rx(c, 1007, "invalid UTF-8");
 	if (c->partial == NO_PARTIAL) {
 		if (luaws_buf_reserve(&c->in, RECORD_HEADER + len))
 			return -1;
@@ -197,6 +275,8 @@ static int receive(luaws_conn *c, struct lws *wsi, const void *in, size_t len)
 
 static void peer_close(luaws_conn *c, const unsigned char *in, size_t len)
 {
+	if (c->rx_failed)
+		return; /* the reader sees why we failed the connection */
 	c->close_received = 1;
 	if (len >= 2) {
 		size_t tl = len - 2 < sizeof(c->close_text) - 1 ? len - 2 : sizeof(c->close_text) - 1;

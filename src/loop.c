@@ -147,8 +147,9 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	memset(&info, 0, sizeof(info));
 	foreign[0] = &loop->uv;
 	info.foreign_loops = foreign;
+	/* no LWS_SERVER_OPTION_VALIDATE_UTF8: conn.c checks text itself (see there) */
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-		       LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
+		       LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
 		       LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.user = loop;
@@ -162,7 +163,6 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = loop->protocols;
 	info.vhost_name = "luaws-client";
-	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
 	loop->client_vhost = lws_create_vhost(loop->ctx, &info);
 	if (!loop->client_vhost)
 		return luaL_error(L, "luaws: cannot create the client vhost");

@@ -97,7 +97,8 @@ typedef struct luaws_conn {
 	struct lws *wsi;
 	luaws_waitable waitable;
 	enum luaws_conn_state state;
-	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1;
+	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1, rx_failed : 1;
+	unsigned char utf8_need, utf8_lo, utf8_hi; /* UTF-8 check across text fragments */
 	/* Received messages, each a record: type byte, size_t length, payload. */
 	luaws_buf in;
 	size_t in_head, in_msgs, partial;

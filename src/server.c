@@ -339,6 +339,8 @@ static int l_upgrade(lua_State *L)
 		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
 	r->decision = UPGRADED;
 	steer_subprotocol(loop, r->wsi, sub && *sub ? c->subprotocol : NULL);
+	luaws_socket_address(lws_get_socket_fd(r->wsi), 1, c->remote, sizeof(c->remote));
+	luaws_socket_address(lws_get_socket_fd(r->wsi), 0, c->local, sizeof(c->local));
 	luaws_conn_attach(c, r->wsi);
 	r->wsi = NULL;
 	return 1;
@@ -466,7 +468,6 @@ static int l_listen(lua_State *L)
 	info.vhost_name = "luaws";
 	info.user = s;
 	info.retry_and_idle_policy = &no_idle_pings;
-	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
 	if (ip && strchr(ip, '.'))
 		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	s->vhost = lws_create_vhost(loop->ctx, &info);

@@ -121,7 +121,7 @@ end
 
 -- ch:Recv() -> value, ok (ok false: the channel is closed and drained)
 function Chan:Recv()
-  check_chan(self, 1)
+  check_chan(self, 2)
   local got, v, ok = try_recv(self)
   if got then return v, ok end
   local token = new_token(sched.current())
@@ -132,7 +132,7 @@ end
 
 -- ch:Send(v): blocks until a receiver takes v (or there is room in the buffer).
 function Chan:Send(v)
-  check_chan(self, 1)
+  check_chan(self, 2)
   if try_send(self, v) then return end
   local token = new_token(sched.current())
   push(self.sendq, { token = token, case = self, value = v })
@@ -142,13 +142,13 @@ end
 
 -- ch:TrySend(v) -> true when sent without blocking.
 function Chan:TrySend(v)
-  check_chan(self, 1)
+  check_chan(self, 2)
   return try_send(self, v)
 end
 
 -- ch:Close(): receivers get nil, false once the buffer is drained.
 function Chan:Close()
-  check_chan(self, 1)
+  check_chan(self, 2)
   if self.closed then error("luaws: close of closed channel", 2) end
   self.closed = true
   for rec in function() return pop_live(self.recvq) end do
@@ -269,7 +269,8 @@ function M.Notify(ch, ...)
   if #names == 0 then names = { "SIGINT", "SIGTERM" } end
   for _, name in ipairs(names) do
     if type(name) ~= "string" then error("bad argument to 'Notify' (signal name expected)", 2) end
-    local sig = core.signal(name)
+    local ok, sig = pcall(core.signal, name)
+    if not ok then error("bad argument to 'Notify' (unknown signal name " .. name .. ")", 2) end
     sched.go(function()
       while true do
         sched.wait(sig)

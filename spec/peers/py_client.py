@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Python websockets (legacy asyncio API, Debian's 10.4) client peer for spec/interop_spec.lua.
 
-usage: py_client.py URL RESULT_FILE
+usage: py_client.py URL RESULT_FILE MODE
 
-Connects to URL offering the subprotocols "b, a" and an X-Interop-Token header, sends
-every message of the shared script (text and binary payloads of the sizes below), checks
-each echo byte for byte, then closes with 4000 and reads the close the server echoes.
+Connects to URL offering the subprotocols "b, a" and an X-Interop-Token header; in MODE
+"messages" sends every message of the shared script (text and binary payloads of the
+sizes below) and checks each echo byte for byte (MODE "handshake" skips that); then
+closes with 4000 and reads the close the server echoes.
 It writes one line per check to RESULT_FILE (via a temporary file and rename, so the
 spec never reads a half-written file), the last line being "END":
     subprotocol <name>
@@ -46,7 +47,7 @@ def compare(got, want):
     return "ok"
 
 
-async def run(url, lines):
+async def run(url, mode, lines):
     ws = await websockets.connect(
         url,
         subprotocols=["b", "a"],
@@ -56,7 +57,7 @@ async def run(url, lines):
         close_timeout=5,
     )
     lines.append("subprotocol %s" % ws.subprotocol)
-    for size in SIZES:
+    for size in SIZES if mode == "messages" else []:
         for kind, payload in (("text", text(size)), ("binary", binary(size))):
             await ws.send(payload)
             got = await asyncio.wait_for(ws.recv(), 10)
@@ -66,10 +67,12 @@ async def run(url, lines):
 
 
 def main():
-    url, result = sys.argv[1], sys.argv[2]
+    url, result, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     lines = []
     try:
-        asyncio.run(asyncio.wait_for(run(url, lines), 30))
+        if mode not in ("messages", "handshake"):
+            raise ValueError("unknown mode %r" % mode)
+        asyncio.run(asyncio.wait_for(run(url, mode, lines), 30))
     except BaseException as e:  # report it to the spec instead of dying silently
         lines.append("error %r" % (e,))
     lines.append("END")

@@ -1,0 +1,98 @@
+-- The examples as separate processes: examples/echo_server.lua on a free port and
+-- examples/client.lua against it, interrupted with SIGINT after about 3 seconds.
+local support = require "support"
+local websocket = support.websocket
+
+lazy_setup(function() support.keepalive(true) end)
+lazy_teardown(function() support.keepalive(false) end)
+
+local function lines_with(out, prefix)
+  local found = {}
+  for line in out:gmatch("[^\n]+") do
+    local rest = line:match(prefix:gsub("%p", "%%%0") .. "(.*)$")
+    if rest then found[#found + 1] = rest end
+  end
+  return found
+end
+
+describe("examples/echo_server.lua with examples/client.lua", function()
+  local server, port
+
+  lazy_setup(function()
+    port = support.free_port()
+    server = support.spawn("lua5.4 examples/echo_server.lua -addr 127.0.0.1:" .. port)
+    assert(support.wait_port(port, 10), "the echo server did not start listening:\n" ..
+      support.output(server))
+  end)
+
+  lazy_teardown(function() support.stop(server) end)
+
+  it("echo a few ticks, then close cleanly on SIGINT", function()
+    local client = support.spawn("lua5.4 examples/client.lua -addr 127.0.0.1:" .. port)
+    finally(function() support.stop(client) end)
+    local t0 = websocket.Now()
+    -- the client writes once a second: let it run about 3 s, with at least 2 echoes
+    support.wait_for(function()
+      return #lines_with(support.output(client), "client recv: ") >= 2 and websocket.Now() - t0 >= 3
+    end, 15, 0.05)
+    assert.is_nil(support.status(client), "the client ended early:\n" .. support.output(client))
+    support.kill(client, "INT")
+    local status = support.wait(client, 10)
+    local out = support.output(client)
+    assert.are.equal(0, status, "client exit status; output:\n" .. out)
+
+    assert.matches("connecting to ws://127%.0%.0%.1:" .. port .. "/echo\n", out)
+    local recv = lines_with(out, "client recv: ")
+    assert.is_true(#recv >= 2, "client recv lines: " .. #recv .. "\n" .. out)
+    for _, payload in ipairs(recv) do
+      -- FormatTime's layout: 2006-01-02 15:04:05.000000000 -0700 MST
+      assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d+ [+-]%d%d%d%d", payload)
+    end
+    assert.matches("\ninterrupt\n", out)
+    assert.matches("read: websocket: close 1000 %(normal%)", out)
+    -- the interrupt comes before the close reply
+    assert.is_true(out:find("interrupt", 1, true) < out:find("read: websocket: close 1000", 1, true))
+
+    -- the server logged the same messages and the client's close
+    local sout
+    assert.is_truthy(support.wait_for(function()
+      sout = support.output(server)
+      return sout:find("read: websocket: close 1000 (normal)", 1, true)
+    end, 5), "server output:\n" .. (sout or ""))
+    assert.are.same(recv, lines_with(sout, "server recv: "))
+  end)
+
+  it("the server answers GET / with an HTML page that points at /echo", function()
+    local cmd = support.python([[
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+c.request("GET", "/")
+r = c.getresponse()
+print(r.status)
+print(r.getheader("Content-Type"))
+sys.stdout.write(r.read().decode())
+]])
+    local status, out = support.run_child(cmd .. " " .. port, 15)
+    assert.are.equal(0, status, out)
+    local code, ctype, body = out:match("^(%d+)\n([^\n]*)\n(.*)$")
+    assert.are.equal("200", code)
+    assert.matches("^text/html", ctype)
+    assert.matches("^%s*<!DOCTYPE html>", body)
+    assert.matches("</html>", body, 1, true)
+    assert.matches('"ws://127.0.0.1:' .. port .. '/echo"', body, 1, true)
+  end)
+
+  it("the server echoes for an in-process client too", function()
+    local c, resp, err = websocket.DefaultDialer:Dial("ws://127.0.0.1:" .. port .. "/echo")
+    assert.is_nil(err)
+    finally(function() c:Close() end)
+    assert.are.equal(101, resp.StatusCode)
+    for _, mt in ipairs({ websocket.TextMessage, websocket.BinaryMessage }) do
+      assert.is_true((c:WriteMessage(mt, "spec says hi " .. mt)))
+      local rmt, data, rerr = c:ReadMessage()
+      assert.is_nil(rerr)
+      assert.are.equal(mt, rmt)
+      assert.are.equal("spec says hi " .. mt, data)
+    end
+  end)
+end)

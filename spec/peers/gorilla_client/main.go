@@ -1,0 +1,129 @@
+// gorilla/websocket client peer for spec/interop_spec.lua.
+//
+// usage: gorilla_client URL RESULT_FILE MODE
+//
+// Dials URL offering the subprotocols "b, a" and an X-Interop-Token header; in MODE
+// "messages" sends every message of the shared script (text and binary payloads of the
+// sizes below) and checks each echo byte for byte (MODE "handshake" skips that); then
+// sends a close 4000 and reads the close the server echoes. It writes one line per check to RESULT_FILE (through a temporary file and a
+// rename), the last line being "END":
+//
+//	subprotocol <name>
+//	echo <text|binary> <size> ok            (or "MISMATCH ...")
+//	close <code> <reason>
+//	error <text>                            (anything unexpected)
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+const token = "gorilla-token-91c2"
+
+var sizes = []int{0, 1, 125, 126, 127, 65535, 65536, 1048576}
+
+const unit = "ab\u20ac\u00e9\U0001F600-0123" // 16 bytes of UTF-8
+
+func text(n int) []byte {
+	return []byte(strings.Repeat(unit, n/16) + strings.Repeat("x", n%16))
+}
+
+func binary(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*131 + (i>>8)*17 + 7)
+	}
+	return b
+}
+
+func compare(gotType int, got []byte, wantType int, want []byte) string {
+	if gotType != wantType {
+		return fmt.Sprintf("MISMATCH type %d", gotType)
+	}
+	if len(got) != len(want) {
+		return fmt.Sprintf("MISMATCH length %d", len(got))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return fmt.Sprintf("MISMATCH at byte %d", i)
+		}
+	}
+	return "ok"
+}
+
+func run(url, mode string, lines *[]string) error {
+	add := func(format string, a ...interface{}) { *lines = append(*lines, fmt.Sprintf(format, a...)) }
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"}}
+	c, _, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
+	if err != nil {
+		return fmt.Errorf("dial: %v", err)
+	}
+	defer c.Close()
+	add("subprotocol %s", c.Subprotocol())
+	script := sizes
+	switch mode {
+	case "messages":
+	case "handshake":
+		script = nil
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	for _, size := range script {
+		for _, m := range []struct {
+			kind string
+			mt   int
+			data []byte
+		}{{"text", websocket.TextMessage, text(size)}, {"binary", websocket.BinaryMessage, binary(size)}} {
+			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := c.WriteMessage(m.mt, m.data); err != nil {
+				return fmt.Errorf("write %s %d: %v", m.kind, size, err)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			mt, got, err := c.ReadMessage()
+			if err != nil {
+				return fmt.Errorf("read %s %d: %v", m.kind, size, err)
+			}
+			add("echo %s %d %s", m.kind, size, compare(mt, got, m.mt, m.data))
+		}
+	}
+	msg := websocket.FormatCloseMessage(4000, "bye from gorilla")
+	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second)); err != nil {
+		return fmt.Errorf("write close: %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			add("error message after close")
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); ok {
+			add("close %d %s", ce.Code, ce.Text)
+			return nil
+		}
+		return fmt.Errorf("read close: %v", err)
+	}
+}
+
+func main() {
+	url, result, mode := os.Args[1], os.Args[2], os.Args[3]
+	var lines []string
+	if err := run(url, mode, &lines); err != nil {
+		lines = append(lines, "error "+err.Error())
+	}
+	lines = append(lines, "END")
+	if err := os.WriteFile(result+".tmp", []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := os.Rename(result+".tmp", result); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

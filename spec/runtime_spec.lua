@@ -1,0 +1,428 @@
+-- The Go-like runtime: Go, Chan, Select, Sleep, After, NewTicker, Now, Notify.
+-- Channel tests run inside a luaws coroutine (support.run), as programs use them; the
+-- last block checks the same operations made from the main chunk.
+local support = require "support"
+local websocket = support.websocket
+local Chan, Go, Select = websocket.Chan, websocket.Go, websocket.Select
+
+lazy_setup(function() support.keepalive(true) end)
+lazy_teardown(function() support.keepalive(false) end)
+
+local function yield_a_little() websocket.Sleep(0) end
+
+describe("Go", function()
+  it("runs the function with its arguments (nil included) in a new coroutine", function()
+    local got
+    local co = Go(function(...) got = table.pack(...) end, 1, nil, "three")
+    assert.are.equal("thread", type(co))
+    assert.is_truthy(support.wait_for(function() return got end, 5))
+    assert.are.equal(3, got.n)
+    assert.are.equal(1, got[1])
+    assert.is_nil(got[2])
+    assert.are.equal("three", got[3])
+  end)
+
+  it("starts the coroutine on a later turn, not inside Go", function()
+    local ran = false
+    support.run(function()
+      Go(function() ran = true end)
+      assert.is_false(ran)
+      yield_a_little()
+      assert.is_true(ran)
+    end)
+  end)
+
+  it("runs a thousand coroutines, each to the end", function()
+    local n = 0
+    for _ = 1, 1000 do Go(function() yield_a_little() n = n + 1 end) end
+    assert.is_truthy(support.wait_for(function() return n == 1000 end, 10))
+    assert.are.equal(1000, n)
+  end)
+
+  it("an error in one coroutine does not stop the others", function()
+    local after = false
+    Go(function() error("intended failure in a spec coroutine") end)
+    Go(function() yield_a_little() after = true end)
+    assert.is_truthy(support.wait_for(function() return after end, 5))
+  end)
+end)
+
+describe("Chan", function()
+  it("unbuffered: Send blocks until a receiver takes the value", function()
+    support.run(function()
+      local ch, log = Chan(), {}
+      assert.are.equal(0, ch:Cap())
+      Go(function() ch:Send("v") log[#log + 1] = "sent" end)
+      websocket.Sleep(0.05)
+      assert.are.same({}, log)
+      local v, ok = ch:Recv()
+      assert.are.equal("v", v)
+      assert.is_true(ok)
+      yield_a_little()
+      assert.are.same({ "sent" }, log)
+    end)
+  end)
+
+  it("unbuffered: Recv blocks until a sender comes", function()
+    support.run(function()
+      local ch, got = Chan(), nil
+      Go(function() got = table.pack(ch:Recv()) end)
+      websocket.Sleep(0.05)
+      assert.is_nil(got)
+      ch:Send(42)
+      yield_a_little()
+      assert.are.same({ 42, true, n = 2 }, got)
+    end)
+  end)
+
+  it("buffered: Send does not block until the buffer is full, and values keep FIFO order", function()
+    support.run(function()
+      local ch, log = Chan(2), {}
+      assert.are.equal(2, ch:Cap())
+      ch:Send(1)
+      ch:Send(2)
+      assert.are.equal(2, ch:Len())
+      assert.is_false(ch:TrySend(3))
+      Go(function() ch:Send(3) log[#log + 1] = "third sent" end)
+      websocket.Sleep(0.05)
+      assert.are.same({}, log)
+      assert.are.same({ 1, true }, { ch:Recv() })
+      yield_a_little()
+      assert.are.same({ "third sent" }, log)
+      assert.are.same({ 2, true }, { ch:Recv() })
+      assert.are.same({ 3, true }, { ch:Recv() })
+      assert.are.equal(0, ch:Len())
+    end)
+  end)
+
+  it("carries nil as a value (ok is true), unlike a closed channel", function()
+    support.run(function()
+      local ch = Chan(1)
+      ch:Send(nil)
+      local v, ok = ch:Recv()
+      assert.is_nil(v)
+      assert.is_true(ok)
+    end)
+  end)
+
+  it("Close: buffered values drain first, then Recv gives nil, false every time", function()
+    support.run(function()
+      local ch = Chan(3)
+      ch:Send("a")
+      ch:Send("b")
+      ch:Close()
+      assert.are.same({ "a", true }, { ch:Recv() })
+      assert.are.same({ "b", true }, { ch:Recv() })
+      for _ = 1, 3 do
+        local v, ok = ch:Recv()
+        assert.is_nil(v)
+        assert.is_false(ok)
+      end
+    end)
+  end)
+
+  it("Close wakes a blocked receiver with nil, false", function()
+    support.run(function()
+      local ch, got = Chan(), nil
+      Go(function() got = table.pack(ch:Recv()) end)
+      websocket.Sleep(0.02)
+      assert.is_nil(got)
+      ch:Close()
+      yield_a_little()
+      assert.are.same({ n = 2, nil, false }, got)
+    end)
+  end)
+
+  it("Send on a closed channel raises, and so does a second Close", function()
+    support.run(function()
+      local ch = Chan(1)
+      ch:Close()
+      local ok, err = pcall(ch.Send, ch, 1)
+      assert.is_false(ok)
+      assert.matches("send on closed channel", err)
+      ok, err = pcall(ch.Close, ch)
+      assert.is_false(ok)
+      assert.matches("close of closed channel", err)
+    end)
+  end)
+
+  it("a sender blocked when the channel is closed raises", function()
+    support.run(function()
+      local ch, result = Chan(), nil
+      Go(function() result = table.pack(pcall(ch.Send, ch, "x")) end)
+      websocket.Sleep(0.02)
+      ch:Close()
+      yield_a_little()
+      assert.is_not_nil(result)
+      assert.is_false(result[1])
+      assert.matches("send on closed channel", result[2])
+    end)
+  end)
+end)
+
+describe("Select", function()
+  it("returns a ready case with its value", function()
+    support.run(function()
+      local a, b = Chan(1), Chan(1)
+      b:Send("from b")
+      local case, v, ok = Select(a, b)
+      assert.are.equal(b, case)
+      assert.are.equal("from b", v)
+      assert.is_true(ok)
+    end)
+  end)
+
+  it("with Default returns Default when nothing is ready, and does not block", function()
+    support.run(function()
+      local a = Chan()
+      local case = Select(a, websocket.Default)
+      assert.are.equal(websocket.Default, case)
+      a:TrySend(1) -- no receiver is left waiting on a
+      assert.are.equal(0, a:Len())
+    end)
+  end)
+
+  it("prefers a ready case over Default", function()
+    support.run(function()
+      local a = Chan(1)
+      a:Send(7)
+      local case, v = Select(websocket.Default, a)
+      assert.are.equal(a, case)
+      assert.are.equal(7, v)
+    end)
+  end)
+
+  it("blocks until one case is ready", function()
+    support.run(function()
+      local a, b = Chan(), Chan()
+      local t0 = websocket.Now()
+      Go(function() websocket.Sleep(0.1) b:Send("late") end)
+      local case, v, ok = Select(a, b)
+      assert.are.equal(b, case)
+      assert.are.equal("late", v)
+      assert.is_true(ok)
+      assert.is_true(websocket.Now() - t0 >= 0.09)
+    end)
+  end)
+
+  it("reports a closed channel as nil, false", function()
+    support.run(function()
+      local a, b = Chan(), Chan()
+      Go(function() b:Close() end)
+      local case, v, ok = Select(a, b)
+      assert.are.equal(b, case)
+      assert.is_nil(v)
+      assert.is_false(ok)
+    end)
+  end)
+
+  it("SendCase hands the value to a waiting receiver", function()
+    support.run(function()
+      local ch, got = Chan(), nil
+      Go(function() got = table.pack(ch:Recv()) end)
+      yield_a_little()
+      local sc = websocket.SendCase(ch, "sent by select")
+      local case = Select(Chan(), sc)
+      assert.are.equal(sc, case)
+      yield_a_little()
+      assert.are.same({ "sent by select", true, n = 2 }, got)
+    end)
+  end)
+
+  it("a blocked SendCase proceeds once a receiver comes", function()
+    support.run(function()
+      local ch = Chan()
+      local sc = websocket.SendCase(ch, 99)
+      Go(function() websocket.Sleep(0.05) assert(ch:Recv() == 99) end)
+      local case = Select(sc, Chan())
+      assert.are.equal(sc, case)
+    end)
+  end)
+
+  it("the cases a Select did not take are withdrawn", function()
+    support.run(function()
+      local a, b = Chan(), Chan()
+      Go(function() a:Send("a wins") end)
+      local case = Select(a, b)
+      assert.are.equal(a, case)
+      -- nobody may be left receiving on b
+      assert.is_false(b:TrySend("stale"))
+      local c2, v2 = Select(b, websocket.Default)
+      assert.are.equal(websocket.Default, c2)
+      assert.is_nil(v2)
+    end)
+  end)
+
+  it("picks among several ready cases at random", function()
+    support.run(function()
+      local a, b = Chan(1), Chan(1)
+      local count = { [a] = 0, [b] = 0 }
+      for _ = 1, 200 do
+        a:TrySend(1)
+        b:TrySend(1)
+        local case = Select(a, b)
+        count[case] = count[case] + 1
+      end
+      assert.is_true(count[a] > 0)
+      assert.is_true(count[b] > 0)
+    end)
+  end)
+end)
+
+describe("timers", function()
+  it("Sleep waits at least the given time", function()
+    local t0 = websocket.Now()
+    websocket.Sleep(0.2)
+    assert.is_true(websocket.Now() - t0 >= 0.19)
+  end)
+
+  it("Sleep in one coroutine lets others run (the shorter sleep ends first)", function()
+    local log = {}
+    Go(function() websocket.Sleep(0.15) log[#log + 1] = "long" end)
+    Go(function() websocket.Sleep(0.03) log[#log + 1] = "short" end)
+    assert.is_truthy(support.wait_for(function() return #log == 2 end, 5))
+    assert.are.same({ "short", "long" }, log)
+  end)
+
+  it("Sleep(0) returns", function()
+    websocket.Sleep(0)
+    support.run(function() websocket.Sleep(0) end)
+  end)
+
+  it("After delivers the time once, no earlier than asked", function()
+    local t0 = websocket.Now()
+    local ch = websocket.After(0.1)
+    local t, ok = ch:Recv()
+    assert.is_true(ok)
+    assert.are.equal("number", type(t))
+    assert.is_true(t - t0 >= 0.09)
+    assert.is_true(websocket.Now() - t0 >= 0.09)
+    websocket.Sleep(0.15)
+    assert.are.equal(0, ch:Len())
+  end)
+
+  it("NewTicker delivers increasing times about every period", function()
+    local ticker = websocket.NewTicker(0.05)
+    finally(function() ticker:Stop() end)
+    local t0 = websocket.Now()
+    local prev = t0
+    for _ = 1, 3 do
+      local t, ok = ticker.C:Recv()
+      assert.is_true(ok)
+      assert.is_true(t > prev)
+      prev = t
+    end
+    assert.is_true(websocket.Now() - t0 >= 0.14)
+  end)
+
+  it("after Stop no more ticks arrive", function()
+    local ticker = websocket.NewTicker(0.03)
+    ticker.C:Recv()
+    ticker:Stop()
+    ticker:Stop() -- twice is fine
+    Select(ticker.C, websocket.Default) -- a tick may already be buffered (as in Go)
+    websocket.Sleep(0.2)
+    assert.are.equal(0, ticker.C:Len())
+    assert.are.equal(websocket.Default, (Select(ticker.C, websocket.Default)))
+  end)
+
+  it("Now increases and is wall-clock time", function()
+    local a = websocket.Now()
+    websocket.Sleep(0.02)
+    local b = websocket.Now()
+    assert.is_true(b > a)
+    assert.is_true(math.abs(a - os.time()) < 5)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d%d%d%d%d%d%d%d%d [+-]%d%d%d%d",
+      websocket.FormatTime(a))
+  end)
+end)
+
+describe("Notify", function()
+  it("delivers a signal's name to the channel", function()
+    local pid = io.open("/proc/self/stat"):read("l"):match("^(%d+)")
+    local ch = Chan(1)
+    websocket.Notify(ch, "SIGUSR1")
+    websocket.Sleep(0.02) -- the watcher is running
+    os.execute("kill -USR1 " .. pid)
+    local got = support.wait_for(function() return ch:Len() > 0 end, 5)
+    assert.is_true(got)
+    assert.are.equal("SIGUSR1", ch:Recv())
+  end)
+end)
+
+-- From the main chunk a blocking call drives the loop itself. When what it waits for is
+-- already there -- a timer that is due, or a channel operation completed by a coroutine
+-- that was already runnable -- it must return at once, even while a listening server
+-- keeps the loop alive. support's keepalive ticker is off here; a guard timer (After(3))
+-- bounds a hang to 3 s instead of lws's ~30 s.
+describe("blocking calls from the main chunk while a server is listening", function()
+  local srv
+  before_each(function()
+    support.keepalive(false)
+    srv = assert(websocket.Listen("127.0.0.1:0", function() end))
+    websocket.Sleep(0.05) -- let the loop settle: no event is pending
+  end)
+  after_each(function()
+    srv:Close()
+    support.keepalive(true)
+  end)
+
+  local function timed(fn)
+    local guard = websocket.After(3)
+    local t0 = websocket.Now()
+    fn()
+    return websocket.Now() - t0, guard:Len()
+  end
+  local hung = "the call returned only when the 3 s guard timer woke the loop"
+
+  it("Sleep(0) returns at once", function()
+    local elapsed, guard_fired = timed(function() websocket.Sleep(0) end)
+    assert.are.equal(0, guard_fired, hung)
+    assert.is_true(elapsed < 2, ("Sleep(0) took %.2f s"):format(elapsed))
+  end)
+
+  it("Sleep(0.02) after 100 ms of computation returns after about 20 ms", function()
+    local elapsed, guard_fired = timed(function()
+      local t = os.clock()
+      while os.clock() - t < 0.1 do end -- the loop's clock is now 100 ms behind
+      websocket.Sleep(0.02)
+    end)
+    assert.are.equal(0, guard_fired, hung)
+    assert.is_true(elapsed >= 0.1)
+    assert.is_true(elapsed < 2, ("took %.2f s"):format(elapsed))
+  end)
+
+  it("Recv returns when a ready coroutine sends", function()
+    local ch, v = Chan(), nil
+    local elapsed, guard_fired = timed(function()
+      Go(function() ch:Send("hi") end)
+      v = ch:Recv()
+    end)
+    assert.are.equal("hi", v)
+    assert.are.equal(0, guard_fired, hung)
+    assert.is_true(elapsed < 2, ("Recv took %.2f s"):format(elapsed))
+  end)
+
+  it("Send returns when a ready coroutine receives", function()
+    local ch, got = Chan(), nil
+    local elapsed, guard_fired = timed(function()
+      Go(function() got = ch:Recv() end)
+      ch:Send("hi")
+    end)
+    assert.are.equal("hi", got)
+    assert.are.equal(0, guard_fired, hung)
+    assert.is_true(elapsed < 2, ("Send took %.2f s"):format(elapsed))
+  end)
+
+  it("Select returns when a ready coroutine sends", function()
+    local a, b = Chan(), Chan()
+    local case
+    local elapsed, guard_fired = timed(function()
+      Go(function() b:Send(1) end)
+      case = Select(a, b)
+    end)
+    assert.are.equal(b, case)
+    assert.are.equal(0, guard_fired, hung)
+    assert.is_true(elapsed < 2, ("Select took %.2f s"):format(elapsed))
+  end)
+end)
