@@ -162,14 +162,7 @@ static void dial_timeout(uv_timer_t *t)
 	if (!c || c->state != LUAWS_CONNECTING)
 		return;
 	d->timed_out = 1;
-	if (c->wsi) {
-		struct lws *wsi = c->wsi;
-		lws_set_opaque_user_data(wsi, NULL);
-		c->wsi = NULL;
-		c->loop->live_conns--;
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		luaws_touched_lws(d->loop);
-	}
+	luaws_conn_abandon(c);
 	dial_failed(d, "i/o timeout");
 }
 
@@ -182,19 +175,8 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		char **p = in, *end = *p + len;
-		size_t off = 0;
-		luaws_buf *h = &d->request_headers;
-		while (off < h->len) {
-			const char *n = (const char *)h->data + off;
-			const char *v = n + strlen(n) + 1;
-			int w = lws_snprintf(*p, (size_t)(end - *p), "%s: %s\r\n", n, v);
-			if (w >= end - *p)
-				return -1;
-			*p += w;
-			off = (size_t)(v - (const char *)h->data) + strlen(v) + 1;
-		}
-		return 0;
+		char **p = in;
+		return luaws_headers_write(&d->request_headers, p, *p + len);
 	}
 
 	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH: {
@@ -218,10 +200,8 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 		if (c->state != LUAWS_CONNECTING)
 			return 0;
 		lws_set_opaque_user_data(wsi, NULL);
-		if (c->wsi == wsi) {
-			c->wsi = NULL;
-			c->loop->live_conns--;
-		}
+		if (c->wsi == wsi)
+			luaws_conn_detach(c);
 		if (status > 0) {
 			d->status = status;
 			d->response_headers.len = 0;
@@ -245,10 +225,8 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 	case LWS_CALLBACK_WSI_DESTROY:
 		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
 			lws_set_opaque_user_data(wsi, NULL);
-			if (c->wsi == wsi) {
-				c->wsi = NULL;
-				c->loop->live_conns--;
-			}
+			if (c->wsi == wsi)
+				luaws_conn_detach(c);
 			dial_failed(d, "connection closed during the handshake");
 		}
 		return 0;
@@ -281,7 +259,6 @@ static int l_dial(lua_State *L)
 	struct addrinfo hints;
 	luaws_conn *c;
 	luaws_dial *d;
-	lua_Integer i, n;
 	int rc;
 
 	luaL_checkstring(L, 3);
@@ -303,25 +280,7 @@ static int l_dial(lua_State *L)
 	d->host_header = dup_opt(L, 4);
 	d->origin = dup_opt(L, 5);
 	d->subprotocols = dup_opt(L, 6);
-	if (!lua_isnoneornil(L, 7)) {
-		luaL_checktype(L, 7, LUA_TTABLE);
-		n = luaL_len(L, 7);
-		for (i = 1; i + 1 <= n; i += 2) {
-			size_t nl, vl;
-			const char *name, *value;
-			lua_rawgeti(L, 7, i);
-			lua_rawgeti(L, 7, i + 1);
-			name = luaL_checklstring(L, -2, &nl);
-			value = luaL_checklstring(L, -1, &vl);
-			if (luaws_buf_reserve(&d->request_headers, nl + vl + 2))
-				return luaL_error(L, "luaws: out of memory");
-			memcpy(d->request_headers.data + d->request_headers.len, name, nl + 1);
-			d->request_headers.len += nl + 1;
-			memcpy(d->request_headers.data + d->request_headers.len, value, vl + 1);
-			d->request_headers.len += vl + 1;
-			lua_pop(L, 2);
-		}
-	}
+	luaws_headers_store(L, 7, &d->request_headers);
 
 	if (timeout > 0) {
 		d->timer = malloc(sizeof(*d->timer));

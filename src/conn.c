@@ -57,14 +57,33 @@ static void free_out_queue(luaws_conn *c)
 	c->out_bytes = 0;
 }
 
-/* The wsi is gone (or never came): record why and wake everyone waiting. */
-void luaws_conn_closed(luaws_conn *c, const char *error)
+/* Cut the link between c and its wsi (lws events for it are ignored from now on);
+ * returns the wsi it had. */
+struct lws *luaws_conn_detach(luaws_conn *c)
 {
-	if (c->wsi) {
-		lws_set_opaque_user_data(c->wsi, NULL);
+	struct lws *wsi = c->wsi;
+	if (wsi) {
+		lws_set_opaque_user_data(wsi, NULL);
 		c->wsi = NULL;
 		c->loop->live_conns--;
 	}
+	return wsi;
+}
+
+/* Let go of the wsi and have lws drop it soon, without telling c. */
+void luaws_conn_abandon(luaws_conn *c)
+{
+	struct lws *wsi = luaws_conn_detach(c);
+	if (wsi && !c->loop->closing) {
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		luaws_touched_lws(c->loop);
+	}
+}
+
+/* The wsi is gone (or never came): record why and wake everyone waiting. */
+void luaws_conn_closed(luaws_conn *c, const char *error)
+{
+	luaws_conn_detach(c);
 	if (c->state != LUAWS_CLOSED) {
 		c->state = LUAWS_CLOSED;
 		if (!c->close_received) {
@@ -550,17 +569,7 @@ static int l_gc(lua_State *L)
 	if (c->dial)
 		luaws_dial_detach(c->dial);
 	c->dial = NULL;
-	if (c->wsi && !c->loop->closing) {
-		struct lws *wsi = c->wsi;
-		lws_set_opaque_user_data(wsi, NULL);
-		c->wsi = NULL;
-		c->loop->live_conns--;
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		luaws_touched_lws(c->loop);
-	} else if (c->wsi) {
-		lws_set_opaque_user_data(c->wsi, NULL);
-		c->wsi = NULL;
-	}
+	luaws_conn_abandon(c);
 	c->state = LUAWS_CLOSED;
 	free_out_queue(c);
 	luaws_buf_free(&c->in);

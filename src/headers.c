@@ -49,16 +49,69 @@ int luaws_collect_headers(struct lws *wsi, luaws_buf *out)
 	return 0;
 }
 
+/* Step through a "name\0value\0" list: 1 and the next pair, or 0 at its end. */
+int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value)
+{
+	if (*off >= b->len)
+		return 0;
+	*name = (const char *)b->data + *off;
+	*value = *name + strlen(*name) + 1;
+	*off = (size_t)(*value - (const char *)b->data) + strlen(*value) + 1;
+	return 1;
+}
+
+/* Write the list as "Name: value\r\n" lines at *p (before end); -1 when out of room. */
+int luaws_headers_write(const luaws_buf *b, char **p, const char *end)
+{
+	const char *name, *value;
+	size_t off = 0;
+	while (luaws_headers_next(b, &off, &name, &value)) {
+		int w = lws_snprintf(*p, (size_t)(end - *p), "%s: %s\r\n", name, value);
+		if (w >= end - *p)
+			return -1;
+		*p += w;
+	}
+	return 0;
+}
+
+/* Replace out with the pairs of the flat Lua list {name, value, ...} at idx (nil: none).
+ * Raises on names or values that are not strings or would break the header block. */
+void luaws_headers_store(lua_State *L, int idx, luaws_buf *out)
+{
+	lua_Integer i, n;
+	out->len = 0;
+	if (lua_isnoneornil(L, idx))
+		return;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	n = luaL_len(L, idx);
+	for (i = 1; i + 1 <= n; i += 2) {
+		size_t nl, vl;
+		const char *name, *value;
+		lua_rawgeti(L, idx, i);
+		lua_rawgeti(L, idx, i + 1);
+		name = lua_tolstring(L, -2, &nl);
+		value = lua_tolstring(L, -1, &vl);
+		if (!name || !value || nl == 0 || nl > 100 || memchr(name, '\r', nl) ||
+		    memchr(name, '\n', nl) || memchr(value, '\r', vl) || memchr(value, '\n', vl))
+			luaL_error(L, "invalid header %s", name ? name : "?");
+		if (luaws_buf_reserve(out, nl + vl + 2))
+			luaL_error(L, "luaws: out of memory");
+		memcpy(out->data + out->len, name, nl + 1);
+		out->len += nl + 1;
+		memcpy(out->data + out->len, value, vl + 1);
+		out->len += vl + 1;
+		lua_pop(L, 2);
+	}
+}
+
 void luaws_push_collected_headers(lua_State *L, const luaws_buf *in)
 {
+	const char *name, *value;
 	size_t off = 0;
 	lua_newtable(L);
-	while (off < in->len) {
-		const char *name = (const char *)in->data + off;
-		const char *value = name + strlen(name) + 1;
+	while (luaws_headers_next(in, &off, &name, &value)) {
 		lua_pushstring(L, value);
 		lua_setfield(L, -2, name);
-		off = (size_t)(value - (const char *)in->data) + strlen(value) + 1;
 	}
 }
 

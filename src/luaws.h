@@ -115,6 +115,8 @@ typedef struct luaws_conn {
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client);
 void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
 void luaws_conn_closed(luaws_conn *c, const char *error);
+struct lws *luaws_conn_detach(luaws_conn *c);
+void luaws_conn_abandon(luaws_conn *c);
 void luaws_socket_address(int fd, int peer, char *out, size_t len);
 int luaws_conn_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
 		     void *in, size_t len);
@@ -140,5 +142,8 @@ void luaws_push_headers(lua_State *L, struct lws *wsi);
 /* the same, as "name\0value\0...\0" in C memory, for use inside callbacks */
 int luaws_collect_headers(struct lws *wsi, luaws_buf *out);
 void luaws_push_collected_headers(lua_State *L, const luaws_buf *in);
+int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value);
+int luaws_headers_write(const luaws_buf *b, char **p, const char *end);
+void luaws_headers_store(lua_State *L, int idx, luaws_buf *out);
 
 #endif

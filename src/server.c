@@ -62,6 +62,7 @@ static int write_response(luaws_request *r, struct lws *wsi)
 	unsigned char *start, *p, *end;
 	luaws_buf out = {0};
 	size_t off = 0, need = 512 + r->headers.len * 2;
+	const char *n, *v;
 	int ret = -1;
 
 	if (luaws_buf_reserve(&out, LWS_PRE + need + r->body.len))
@@ -70,11 +71,8 @@ static int write_response(luaws_request *r, struct lws *wsi)
 	end = start + need;
 	if (lws_add_http_header_status(wsi, (unsigned int)r->status, &p, end))
 		goto done;
-	while (off < r->headers.len) {
+	while (luaws_headers_next(&r->headers, &off, &n, &v)) {
 		char name[128];
-		const char *n = (const char *)r->headers.data + off;
-		const char *v = n + strlen(n) + 1;
-		off = (size_t)(v - (const char *)r->headers.data) + strlen(v) + 1;
 		lws_snprintf(name, sizeof(name), "%s:", n);
 		if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (unsigned char *)v,
 						(int)strlen(v), &p, end))
@@ -252,20 +250,12 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 
 	case LWS_CALLBACK_ADD_HEADERS: {
 		struct lws_process_html_args *args = in;
-		luaws_buf *h = &loop->upgrade_headers;
-		size_t off = 0;
-		while (off < h->len) {
-			const char *n = (const char *)h->data + off;
-			const char *v = n + strlen(n) + 1;
-			int w = lws_snprintf(args->p, (size_t)args->max_len, "%s: %s\r\n", n, v);
-			if (w >= args->max_len)
-				return -1;
-			args->p += w;
-			args->max_len -= w;
-			off = (size_t)(v - (const char *)h->data) + strlen(v) + 1;
-		}
-		h->len = 0;
-		return 0;
+		char *start = args->p;
+		int rc = luaws_headers_write(&loop->upgrade_headers, &args->p,
+					     args->p + args->max_len);
+		args->max_len -= (int)(args->p - start);
+		loop->upgrade_headers.len = 0;
+		return rc;
 	}
 
 	case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -288,35 +278,6 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 	}
 }
 
-/* Store "name\0value\0" pairs from the flat list {name, value, ...} at idx. */
-static void store_headers(lua_State *L, int idx, luaws_buf *out)
-{
-	lua_Integer i, n;
-	out->len = 0;
-	if (lua_isnoneornil(L, idx))
-		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	n = luaL_len(L, idx);
-	for (i = 1; i + 1 <= n; i += 2) {
-		size_t nl, vl;
-		const char *name, *value;
-		lua_rawgeti(L, idx, i);
-		lua_rawgeti(L, idx, i + 1);
-		name = lua_tolstring(L, -2, &nl);
-		value = lua_tolstring(L, -1, &vl);
-		if (!name || !value || nl == 0 || nl > 100 || memchr(name, '\r', nl) ||
-		    memchr(name, '\n', nl) || memchr(value, '\r', vl) || memchr(value, '\n', vl))
-			luaL_error(L, "invalid header %s", name ? name : "?");
-		if (luaws_buf_reserve(out, nl + vl + 2))
-			luaL_error(L, "luaws: out of memory");
-		memcpy(out->data + out->len, name, nl + 1);
-		out->len += nl + 1;
-		memcpy(out->data + out->len, value, vl + 1);
-		out->len += vl + 1;
-		lua_pop(L, 2);
-	}
-}
-
 /* w:_upgrade(subprotocol, headers) -> conn | nil, reason */
 static int l_upgrade(lua_State *L)
 {
@@ -333,7 +294,7 @@ static int l_upgrade(lua_State *L)
 		return luaws_fail(L, "Upgrade must be called before the handler yields");
 	if (sub && strlen(sub) >= LUAWS_SUBPROTOCOL_MAX)
 		return luaL_argerror(L, 2, "subprotocol name too long");
-	store_headers(L, 3, &loop->upgrade_headers);
+	luaws_headers_store(L, 3, &loop->upgrade_headers);
 	c = luaws_conn_new(L, loop, 0);
 	if (sub)
 		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
@@ -360,7 +321,7 @@ static int l_respond(lua_State *L)
 		return luaws_fail(L, "the request was already answered");
 	if (!r->wsi)
 		return luaws_fail(L, "the client has gone");
-	store_headers(L, 3, &r->headers);
+	luaws_headers_store(L, 3, &r->headers);
 	r->body.len = 0;
 	if (luaws_buf_reserve(&r->body, blen))
 		return luaL_error(L, "luaws: out of memory");
