@@ -164,10 +164,11 @@ describe("close codes and texts", function()
     assert.are.equal("bye", got.err.text)
     assert.is_true(websocket.IsCloseError(got.err, 4001))
     assert.are.equal("websocket: close 4001: bye", tostring(got.err))
-    -- client side: the echo of its own close
+    -- client side: the answer to its own close (gorilla's default close handler echoes
+    -- the code without the text)
     assert.is_not_nil(rerr)
     assert.are.equal(4001, rerr.code)
-    assert.are.equal("bye", rerr.text)
+    assert.are.equal("", rerr.text)
     assert.is_false(websocket.IsUnexpectedCloseError(rerr, 4001))
   end)
 
@@ -195,7 +196,7 @@ describe("close codes and texts", function()
     assert.is_truthy(support.wait_for(function() return got.err end, 5))
     assert.are.same({ true }, got.write)
     assert.are.equal(4002, got.err.code)
-    assert.are.equal(reason, got.err.text)
+    assert.are.equal("", got.err.text) -- the client's answer carries the code only
   end)
 
   it("a close frame without a status reads as 1005 (no status)", function()
@@ -322,7 +323,6 @@ describe("headers and requests", function()
   end)
 
   it("a custom response header (X-Resp) from Upgrade reaches resp.Header", function()
-    pending("libwebsockets 4.1 cannot list response headers it has no token for; README, Differences")
     local srv, port = support.echo_server { header = { ["X-Resp"] = "resp value" } }
     finally(function() srv:Close() end)
     local c, resp, err = Dial(support.url(port))
@@ -477,7 +477,6 @@ describe("Server:Close", function()
   end)
 
   it("stops accepting: a later Dial is refused", function()
-    pending("open bug: after Server:Close lws still answers on the port; to fix next session")
     local srv, port, state = support.echo_server()
     srv:Close()
     websocket.Sleep(0.1)
@@ -491,7 +490,6 @@ describe("Server:Close", function()
   end)
 
   it("releases the port: Listen on it works again", function()
-    pending("open bug: after Server:Close lws keeps the port bound; to fix next session")
     local srv, port = support.echo_server()
     srv:Close()
     websocket.Sleep(0.1)

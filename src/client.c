@@ -1,8 +1,10 @@
 /*
  * Dialing: a luaws.Conn in the "connecting" state plus the dial record below. The host
  * name is resolved with uv_getaddrinfo (lws 4.1's own lookup blocks the loop), each
- * address is tried in turn until one accepts, and the handshake response (status and
- * headers) is kept for the Lua side, on failure too. A timer bounds the whole dial.
+ * address is tried in turn until one accepts (lws connects a raw socket), then luaws
+ * sends the upgrade request and checks the response itself (http.c); the response
+ * (status and headers) is kept for the Lua side, on failure too. A timer bounds the
+ * whole dial.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +17,11 @@ struct luaws_dial {
 	uv_getaddrinfo_t gai;
 	uv_timer_t *timer;
 	struct addrinfo *addrs, *next_addr;
-	int gai_active, connecting_now, port, status, timed_out;
+	int gai_active, connecting_now, port, status, timed_out, tcp_up;
 	char *host, *path, *host_header, *origin, *subprotocols;
+	char key[32];               /* Sec-WebSocket-Key */
 	luaws_buf request_headers;  /* "name\0value\0" */
+	luaws_buf head;             /* the response head as it arrives */
 	luaws_buf response_headers; /* "name\0value\0" */
 };
 
@@ -35,6 +39,7 @@ static void dial_free(luaws_dial *d)
 	free(d->origin);
 	free(d->subprotocols);
 	luaws_buf_free(&d->request_headers);
+	luaws_buf_free(&d->head);
 	luaws_buf_free(&d->response_headers);
 	free(d);
 }
@@ -91,14 +96,11 @@ static void connect_next(luaws_dial *d)
 			continue;
 		memset(&ci, 0, sizeof(ci));
 		ci.context = d->loop->ctx;
-		ci.vhost = d->loop->client_vhost;
+		ci.vhost = d->loop->vhost;
 		ci.address = ip;
 		ci.port = d->port;
-		ci.path = d->path;
-		ci.host = d->host_header;
-		ci.origin = d->origin;
-		ci.protocol = d->subprotocols;
-		ci.local_protocol_name = luaws_protocol_template[0].name;
+		ci.method = "RAW";
+		ci.local_protocol_name = luaws_protocols[0].name;
 		ci.opaque_user_data = c;
 		ci.retry_and_idle_policy = &no_idle_pings;
 		ci.pwsi = &wsi;
@@ -166,6 +168,119 @@ static void dial_timeout(uv_timer_t *t)
 	dial_failed(d, "i/o timeout");
 }
 
+/* TCP is up: send the upgrade request. */
+static int send_request(luaws_dial *d, struct lws *wsi)
+{
+	luaws_buf out = {0};
+	int rc = -1;
+	luaws_ws_new_key(d->key);
+	if (luaws_buf_reserve(&out, LWS_PRE + 512))
+		return -1;
+	out.len = LWS_PRE;
+	out.len += (size_t)lws_snprintf((char *)out.data + out.len, 512,
+		"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", d->path,
+		d->host_header, d->key);
+	if (d->origin) {
+		luaws_buf one = {0};
+		if (luaws_buf_reserve(&one, strlen(d->origin) + 8))
+			goto done;
+		memcpy(one.data, "Origin", 7);
+		memcpy(one.data + 7, d->origin, strlen(d->origin) + 1);
+		one.len = 8 + strlen(d->origin);
+		rc = luaws_headers_append(&out, &one);
+		luaws_buf_free(&one);
+		if (rc)
+			goto done;
+		rc = -1;
+	}
+	if (d->subprotocols) {
+		luaws_buf one = {0};
+		size_t sl = strlen(d->subprotocols);
+		if (luaws_buf_reserve(&one, sl + 24))
+			goto done;
+		memcpy(one.data, "Sec-WebSocket-Protocol", 23);
+		memcpy(one.data + 23, d->subprotocols, sl + 1);
+		one.len = 24 + sl;
+		rc = luaws_headers_append(&out, &one);
+		luaws_buf_free(&one);
+		if (rc)
+			goto done;
+		rc = -1;
+	}
+	if (luaws_headers_append(&out, &d->request_headers) || luaws_buf_reserve(&out, 2))
+		goto done;
+	memcpy(out.data + out.len, "\r\n", 2);
+	out.len += 2;
+	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
+		rc = 0;
+done:
+	luaws_buf_free(&out);
+	return rc;
+}
+
+/* Is name one of the subprotocols we offered? */
+static int offered(const luaws_dial *d, const char *name)
+{
+	const char *p = d->subprotocols;
+	size_t nl = strlen(name);
+	while (p && *p) {
+		const char *e;
+		while (*p == ' ' || *p == ',')
+			p++;
+		e = p;
+		while (*e && *e != ',' && *e != ' ')
+			e++;
+		if ((size_t)(e - p) == nl && !strncmp(p, name, nl))
+			return 1;
+		p = e;
+	}
+	return 0;
+}
+
+/* The response head is complete: 0 when it accepts the upgrade. */
+static int check_response(luaws_dial *d, luaws_conn *c)
+{
+	char accept[32];
+	const char *got, *sub;
+	if (luaws_http_parse_response(&d->head, &d->status, &d->response_headers))
+		return -1;
+	if (d->status != 101 || !luaws_http_has_token(&d->response_headers, "upgrade", "websocket") ||
+	    !luaws_http_has_token(&d->response_headers, "connection", "upgrade"))
+		return -1;
+	luaws_ws_accept(d->key, accept);
+	got = luaws_http_header(&d->response_headers, "sec-websocket-accept");
+	if (!got || strcmp(got, accept))
+		return -1;
+	if (luaws_http_header(&d->response_headers, "sec-websocket-extensions"))
+		return -1; /* none offered */
+	sub = luaws_http_header(&d->response_headers, "sec-websocket-protocol");
+	if (sub && *sub) {
+		if (!offered(d, sub) || strlen(sub) >= sizeof(c->subprotocol))
+			return -1;
+		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
+	}
+	return 0;
+}
+
+static int response_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsigned char *in,
+		       size_t len)
+{
+	long n = luaws_http_feed(&d->head, in, len, LUAWS_HEAD_MAX);
+	if (n == 0)
+		return 0;
+	if (n < 0 || check_response(d, c)) {
+		lws_set_opaque_user_data(wsi, NULL);
+		luaws_conn_detach(c);
+		dial_failed(d, "bad handshake");
+		return -1;
+	}
+	if (d->timer)
+		uv_timer_stop(d->timer);
+	luaws_conn_start(c, in + n, len - (size_t)n);
+	return 0;
+}
+
 int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
 		       void *in, size_t len)
 {
@@ -174,41 +289,20 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 		return 0;
 
 	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		char **p = in;
-		return luaws_headers_write(&d->request_headers, p, *p + len);
-	}
+	case LWS_CALLBACK_RAW_CONNECTED:
+		d->tcp_up = 1;
+		return send_request(d, wsi);
 
-	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH: {
-		char sub[LUAWS_SUBPROTOCOL_MAX];
-		d->status = (int)lws_http_client_http_response(wsi);
-		d->response_headers.len = 0;
-		luaws_collect_headers(wsi, &d->response_headers);
-		if (lws_hdr_copy(wsi, sub, sizeof(sub), WSI_TOKEN_PROTOCOL) > 0)
-			lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
-		return 0;
-	}
-
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (d->timer)
-			uv_timer_stop(d->timer);
-		return 0;
+	case LWS_CALLBACK_RAW_RX:
+		return response_rx(d, c, wsi, in, len);
 
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
 		char msg[96];
-		int status = (int)lws_http_client_http_response(wsi);
 		if (c->state != LUAWS_CONNECTING)
 			return 0;
 		lws_set_opaque_user_data(wsi, NULL);
 		if (c->wsi == wsi)
 			luaws_conn_detach(c);
-		if (status > 0) {
-			d->status = status;
-			d->response_headers.len = 0;
-			luaws_collect_headers(wsi, &d->response_headers);
-			dial_failed(d, "bad handshake");
-			return 0;
-		}
 		if (d->connecting_now)
 			return 0; /* connect_next goes on with the next address */
 		if (d->next_addr) {
@@ -222,12 +316,17 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 		return 0;
 	}
 
-	case LWS_CALLBACK_WSI_DESTROY:
+	case LWS_CALLBACK_RAW_CLOSE:
 		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
 			lws_set_opaque_user_data(wsi, NULL);
 			if (c->wsi == wsi)
 				luaws_conn_detach(c);
-			dial_failed(d, "connection closed during the handshake");
+			if (!d->tcp_up && d->next_addr) {
+				connect_next(d);
+				return 0;
+			}
+			dial_failed(d, d->tcp_up ? "connection closed during the handshake" :
+						   "connection refused");
 		}
 		return 0;
 
@@ -313,7 +412,7 @@ static int l_dial_result(lua_State *L)
 	if (!d)
 		return 0;
 	lua_pushinteger(L, d->status);
-	luaws_push_collected_headers(L, &d->response_headers);
+	luaws_push_headers(L, &d->response_headers);
 	lua_pushboolean(L, d->timed_out);
 	if (c->state != LUAWS_CONNECTING) {
 		c->dial = NULL;

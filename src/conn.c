@@ -1,24 +1,38 @@
 /*
- * luaws.Conn: one WebSocket connection, server or client side. Owns the queue of
- * received messages (fragments reassembled in C), the send queue and the direct-write
- * path (../shared/DESIGN.md §4), rx flow control, and the close state.
+ * luaws.Conn: one WebSocket connection, server or client side, on a raw lws socket.
+ * Owns the message rules on top of frame.c (reassembly, UTF-8, read limit, control
+ * frames, the close handshake), the queue of received messages, the send queue and the
+ * direct-write path (../shared/DESIGN.md §4), flow control both ways, and deadlines.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "luaws.h"
 
-/* Stop reading from the socket while this many bytes of whole messages wait unread. */
+/* Stop reading from the socket while this many bytes of messages wait unread. */
 #define RX_PAUSE_BYTES (256 * 1024)
-/* A writer waits (WriteMessage yields) while more than this is queued. */
+/* A writer waits (WriteMessage yields) while more than this is queued; reading from
+ * the peer also stops then, so a peer that never reads cannot grow the queue. */
 #define TX_WAIT_BYTES (1024 * 1024)
+/* Pings and pongs kept for Lua handlers before the reader runs them. */
+#define CTL_IN_MAX (8 * 1024)
+/* Seconds the peer has to answer our close frame, and to close TCP after it. */
+#define CLOSE_TIMEOUT 5
+#define LINGER_TIMEOUT 2
 #define NO_PARTIAL ((size_t)-1)
 #define RECORD_HEADER (1 + sizeof(size_t))
-/* lws frames a close itself with this write type; it is private to lws 4.1
- * (roles/ws/private-lib-roles-ws.h) but lws_write accepts it. */
-#define LUAWS_WRITE_CLOSE 4
+
+struct luaws_deadlines {
+	uv_timer_t timer;
+	luaws_conn *conn;        /* NULL once the conn is gone */
+	uint64_t read_at, write_at; /* uv_now() milliseconds; 0: none */
+};
 
 static const char *const state_names[] = {"connecting", "upgrading", "open", "closed"};
+
+static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
+		      size_t len, int front);
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 {
@@ -30,6 +44,7 @@ luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 	c->state = is_client ? LUAWS_CONNECTING : LUAWS_UPGRADING;
 	c->is_client = is_client;
 	c->partial = NO_PARTIAL;
+	c->parser.expect_masked = !is_client;
 	luaL_setmetatable(L, LUAWS_CONN_MT);
 	return c;
 }
@@ -48,7 +63,7 @@ void luaws_conn_attach(luaws_conn *c, struct lws *wsi)
 
 static void free_out_queue(luaws_conn *c)
 {
-	luaws_frame *f = c->out_head, *next;
+	luaws_out *f = c->out_head, *next;
 	for (; f; f = next) {
 		next = f->next;
 		free(f);
@@ -80,13 +95,24 @@ void luaws_conn_abandon(luaws_conn *c)
 	}
 }
 
+static void drop_partial(luaws_conn *c)
+{
+	if (c->partial != NO_PARTIAL) {
+		c->in.len = c->partial;
+		if (c->in_head > c->in.len)
+			c->in_head = c->in.len;
+		c->partial = NO_PARTIAL;
+		c->head_taken = 0;
+	}
+}
+
 /* The wsi is gone (or never came): record why and wake everyone waiting. */
 void luaws_conn_closed(luaws_conn *c, const char *error)
 {
 	luaws_conn_detach(c);
 	if (c->state != LUAWS_CLOSED) {
 		c->state = LUAWS_CLOSED;
-		if (!c->close_received) {
+		if (!c->close_received && !c->rx_failed) {
 			c->close_code = 1006;
 			c->close_text[0] = '\0';
 		}
@@ -94,19 +120,8 @@ void luaws_conn_closed(luaws_conn *c, const char *error)
 			lws_strncpy(c->error, error, sizeof(c->error));
 	}
 	free_out_queue(c);
-	/* a half-assembled message is dropped; whole ones stay readable */
-	if (c->partial != NO_PARTIAL) {
-		c->in.len = c->partial;
-		c->partial = NO_PARTIAL;
-	}
+	drop_partial(c); /* a half-received message is lost; whole ones stay readable */
 	luaws_wake(c->loop, &c->waitable);
-}
-
-/* Ask lws to drop the connection soon, from outside its callbacks. */
-static void kill_wsi(luaws_conn *c)
-{
-	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-	luaws_touched_lws(c->loop);
 }
 
 /* "ip:port" (or "[ip6]:port") of either end of a socket. */
@@ -130,65 +145,97 @@ void luaws_socket_address(int fd, int peer, char *out, size_t len)
 	}
 }
 
-static void addresses(luaws_conn *c, struct lws *wsi)
+/* Has the read side ended (close frame received, connection failed or gone)? */
+static int read_ended(const luaws_conn *c)
 {
-	int fd = lws_get_socket_fd(wsi);
-	luaws_socket_address(fd, 1, c->remote, sizeof(c->remote));
-	luaws_socket_address(fd, 0, c->local, sizeof(c->local));
+	return c->state == LUAWS_CLOSED || c->close_received || c->rx_failed;
 }
 
-static int lws_opcode(int opcode)
+/* Should reading from the socket stop? Above limit bytes unread (unless the unread
+ * message is one a whole-message reader waits to complete), or a full send queue. */
+static int rx_should_pause(const luaws_conn *c, size_t limit)
 {
-	switch (opcode) {
-	case 1: return LWS_WRITE_TEXT;
-	case 2: return LWS_WRITE_BINARY;
-	case 8: return LUAWS_WRITE_CLOSE;
-	case 9: return LWS_WRITE_PING;
-	case 10: return LWS_WRITE_PONG;
-	default: return -1;
-	}
+	if (c->out_bytes > TX_WAIT_BYTES)
+		return 1;
+	if (c->in.len - c->in_head < limit)
+		return 0;
+	return !(c->in_msgs == 0 && c->partial != NO_PARTIAL && !c->streaming);
 }
 
-/* Write queued frames while lws holds no partial write. Returns -1 when the
- * connection must close. */
-static int drain_out_queue(luaws_conn *c)
+static void update_rx(luaws_conn *c)
 {
-	while (c->out_head && !lws_partial_buffered(c->wsi)) {
-		luaws_frame *f = c->out_head;
-		int n = lws_write(c->wsi, f->data + LWS_PRE, f->len,
-				  (enum lws_write_protocol)lws_opcode(f->opcode));
-		c->out_head = f->next;
-		if (!c->out_head)
-			c->out_tail = NULL;
-		c->out_bytes -= f->len;
-		free(f);
-		if (n < 0)
-			return -1;
-	}
-	if (c->out_head)
-		lws_callback_on_writable(c->wsi);
-	if (c->out_bytes <= TX_WAIT_BYTES)
-		luaws_wake(c->loop, &c->waitable);
-	return 0;
-}
-
-static void resume_rx_if_drained(luaws_conn *c)
-{
-	if (c->rx_paused && c->wsi && c->in.len - c->in_head < RX_PAUSE_BYTES / 2) {
+	if (!c->wsi || read_ended(c))
+		return;
+	if (!c->rx_paused && rx_should_pause(c, RX_PAUSE_BYTES)) {
+		c->rx_paused = 1;
+		lws_rx_flow_control(c->wsi, 0);
+		luaws_touched_lws(c->loop);
+	} else if (c->rx_paused && !rx_should_pause(c, RX_PAUSE_BYTES / 2)) {
 		c->rx_paused = 0;
 		lws_rx_flow_control(c->wsi, 1);
 		luaws_touched_lws(c->loop);
 	}
 }
 
-/* Check the next bytes of a text message (RFC 3629), carrying the state of a sequence
- * split across fragments. luaws does this rather than lws: lws 4.1.6's client-side
- * check overruns its receive buffer when it fails on a large frame. */
-static int utf8_valid(luaws_conn *c, const unsigned char *p, size_t n)
+/* Close TCP ourselves: stop sending (FIN after everything written), and give the peer
+ * a moment to close its side, reading and dropping whatever it still sends. */
+static void linger(luaws_conn *c)
 {
-	unsigned need = c->utf8_need, lo = c->utf8_lo, hi = c->utf8_hi;
-	size_t i;
-	for (i = 0; i < n; i++) {
+	shutdown(lws_get_socket_fd(c->wsi), SHUT_WR);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, LINGER_TIMEOUT);
+	luaws_touched_lws(c->loop);
+}
+
+/* The close handshake is over or the connection failed: close TCP once what is queued
+ * has gone out. */
+static void close_when_flushed(luaws_conn *c)
+{
+	if (c->closing_tcp || !c->wsi)
+		return;
+	c->closing_tcp = 1;
+	if (!c->out_head && !lws_partial_buffered(c->wsi))
+		linger(c);
+	else {
+		lws_callback_on_writable(c->wsi);
+		luaws_touched_lws(c->loop);
+	}
+}
+
+/* Fail the connection (RFC 6455 §7.1.7): send a close frame with code, drop what was
+ * queued and whatever the peer sends from now on, report code and why to the reader. */
+static int fail(luaws_conn *c, int code, const char *why)
+{
+	unsigned char payload[125];
+	size_t n = strlen(why);
+	if (c->rx_failed)
+		return -1;
+	c->rx_failed = 1;
+	c->close_code = code;
+	lws_strncpy(c->close_text, why, sizeof(c->close_text));
+	drop_partial(c);
+	if (c->wsi && !c->close_sent) {
+		free_out_queue(c);
+		if (n > sizeof(payload) - 2)
+			n = sizeof(payload) - 2;
+		payload[0] = (unsigned char)(code >> 8);
+		payload[1] = (unsigned char)code;
+		memcpy(payload + 2, why, n);
+		c->close_sent = 1;
+		send_frame(c, 8, 1, payload, n + 2, 1);
+	}
+	if (c->wsi)
+		close_when_flushed(c);
+	luaws_wake(c->loop, &c->waitable);
+	return -1;
+}
+
+/* Check the next bytes of UTF-8 text (RFC 3629), carrying the state of a sequence split
+ * across calls in st[0..2] (bytes still needed, allowed range of the next one). */
+static int utf8_valid(unsigned char st[3], const unsigned char *p, size_t n)
+{
+	unsigned need = st[0], lo = st[1], hi = st[2];
+	size_t i = 0;
+	for (; i < n; i++) {
 		unsigned b = p[i];
 		if (need) {
 			if (b < lo || b > hi)
@@ -198,8 +245,17 @@ static int utf8_valid(luaws_conn *c, const unsigned char *p, size_t n)
 			hi = 0xBF;
 			continue;
 		}
-		if (b < 0x80)
+		if (b < 0x80) {
+			/* ASCII runs: 8 bytes at a time */
+			while (n - i > 8) {
+				uint64_t w;
+				memcpy(&w, p + i + 1, 8);
+				if (w & 0x8080808080808080ULL)
+					break;
+				i += 8;
+			}
 			continue;
+		}
 		lo = 0x80;
 		hi = 0xBF;
 		if (b >= 0xC2 && b <= 0xDF)
@@ -219,243 +275,635 @@ static int utf8_valid(luaws_conn *c, const unsigned char *p, size_t n)
 		else
 			return 0;
 	}
-	c->utf8_need = (unsigned char)need;
-	c->utf8_lo = (unsigned char)lo;
-	c->utf8_hi = (unsigned char)hi;
+	st[0] = (unsigned char)need;
+	st[1] = (unsigned char)lo;
+	st[2] = (unsigned char)hi;
 	return 1;
 }
 
-static int send_frame(luaws_conn *c, int opcode, const char *data, size_t len);
-
-/* The peer broke the protocol: send it a close frame with this code, drop whatever else
- * it sends, and report the code to the reader. (Returning -1 from a receive callback
- * mid-frame makes lws 4.1.6's client overrun its buffer.) */
-static int fail_rx(luaws_conn *c, int code, const char *why)
+static int text_chunk_valid(luaws_conn *c, const unsigned char *p, size_t n, int final)
 {
-	char payload[125];
-	size_t n = strlen(why);
-	if (c->rx_failed)
-		return 0;
-	c->rx_failed = 1;
-	c->close_received = 1;
-	c->close_code = code;
-	lws_strncpy(c->close_text, why, sizeof(c->close_text));
-	if (c->partial != NO_PARTIAL) {
-		c->in.len = c->partial;
-		c->partial = NO_PARTIAL;
-	}
-	if (c->close_sent)
-		return 0;
-	payload[0] = (char)(code >> 8);
-	payload[1] = (char)code;
-	memcpy(payload + 2, why, n);
-	return send_frame(c, 8, payload, n + 2) == -2 ? -1 : 0;
+	unsigned char st[3] = {c->utf8_need, c->utf8_lo, c->utf8_hi};
+	int ok = utf8_valid(st, p, n) && !(final && st[0]);
+	c->utf8_need = st[0];
+	c->utf8_lo = st[1];
+	c->utf8_hi = st[2];
+	return ok;
 }
 
-static int receive(luaws_conn *c, struct lws *wsi, const void *in, size_t len)
+/* A chunk of a text or binary message. */
+static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 {
-	unsigned char *rec;
-	size_t have;
-
-	if (c->rx_failed)
-		return 0;
-	if (c->partial == NO_PARTIAL)
+	int final = ev->last && ev->fin;
+	if (ev->first && ev->opcode) {
+		c->msg_len = 0;
 		c->utf8_need = 0;
-	if (!lws_frame_is_binary(wsi) &&
-	    (!utf8_valid(c, in, len) || (lws_is_final_fragment(wsi) && c->utf8_need)))
-		return fail_rx(c, 1007, "invalid UTF-8");
-	if (c->partial == NO_PARTIAL) {
-		if (luaws_buf_reserve(&c->in, RECORD_HEADER + len))
-			return -1;
+		if (luaws_buf_reserve(&c->in, RECORD_HEADER))
+			return fail(c, 1011, "out of memory");
 		c->partial = c->in.len;
-		c->in.data[c->in.len] = lws_frame_is_binary(wsi) ? 2 : 1;
+		c->in.data[c->in.len] = (unsigned char)ev->opcode;
 		memset(c->in.data + c->in.len + 1, 0, sizeof(size_t));
 		c->in.len += RECORD_HEADER;
-	} else if (luaws_buf_reserve(&c->in, len))
-		return -1;
-	if (len) {
-		memcpy(c->in.data + c->in.len, in, len);
-		c->in.len += len;
 	}
-	if (!lws_is_final_fragment(wsi))
-		return 0;
-	rec = c->in.data + c->partial;
-	have = c->in.len - c->partial - RECORD_HEADER;
-	memcpy(rec + 1, &have, sizeof(have));
-	c->partial = NO_PARTIAL;
-	c->in_msgs++;
-	luaws_wake(c->loop, &c->waitable);
-	if (!c->rx_paused && c->in.len - c->in_head >= RX_PAUSE_BYTES) {
-		c->rx_paused = 1;
-		lws_rx_flow_control(wsi, 0);
+	c->msg_len += ev->len;
+	if (c->read_limit > 0 && c->msg_len > (uint64_t)c->read_limit)
+		return fail(c, 1009, "message too big");
+	if (c->in.data[c->partial] == 1 && !text_chunk_valid(c, ev->data, ev->len, final))
+		return fail(c, 1007, "invalid UTF-8 in text message");
+	if (ev->len) {
+		if (luaws_buf_reserve(&c->in, ev->len))
+			return fail(c, 1011, "out of memory");
+		memcpy(c->in.data + c->in.len, ev->data, ev->len);
+		c->in.len += ev->len;
+	}
+	if (final) {
+		size_t stored = c->in.len - c->partial - RECORD_HEADER;
+		memcpy(c->in.data + c->partial + 1, &stored, sizeof(stored));
+		c->partial = NO_PARTIAL;
+		c->in_msgs++;
+		luaws_wake(c->loop, &c->waitable);
+	} else if (c->streaming && ev->len) {
+		luaws_wake(c->loop, &c->waitable);
 	}
 	return 0;
 }
 
-static void peer_close(luaws_conn *c, const unsigned char *in, size_t len)
+/* Close codes a peer may send (RFC 6455 §7.4; 1012-1014 registered since, and gorilla
+ * accepts them). */
+static int valid_close_code(int code)
 {
-	if (c->rx_failed)
-		return; /* the reader sees why we failed the connection */
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+static void queue_control(luaws_conn *c, int opcode)
+{
+	if (c->ctl_in.len + 2 + c->ctl_len > CTL_IN_MAX ||
+	    luaws_buf_reserve(&c->ctl_in, 2 + (size_t)c->ctl_len))
+		return; /* the reader is far behind: drop it, as a busy peer would */
+	c->ctl_in.data[c->ctl_in.len++] = (unsigned char)opcode;
+	c->ctl_in.data[c->ctl_in.len++] = c->ctl_len;
+	memcpy(c->ctl_in.data + c->ctl_in.len, c->ctl, c->ctl_len);
+	c->ctl_in.len += c->ctl_len;
+	luaws_wake(c->loop, &c->waitable);
+}
+
+/* The peer's close frame (in c->ctl). */
+static int peer_close(luaws_conn *c)
+{
+	int code = 1005;
+	size_t tl = 0;
+	if (c->ctl_len == 1)
+		return fail(c, 1002, "close frame with a 1-byte payload");
+	if (c->ctl_len >= 2) {
+		unsigned char st[3] = {0, 0, 0};
+		code = c->ctl[0] << 8 | c->ctl[1];
+		if (!valid_close_code(code))
+			return fail(c, 1002, "invalid close code");
+		tl = (size_t)c->ctl_len - 2;
+		if (!utf8_valid(st, c->ctl + 2, tl) || st[0])
+			return fail(c, 1007, "invalid UTF-8 in close reason");
+	}
 	c->close_received = 1;
-	if (len >= 2) {
-		size_t tl = len - 2 < sizeof(c->close_text) - 1 ? len - 2 : sizeof(c->close_text) - 1;
-		c->close_code = (in[0] << 8) | in[1];
-		memcpy(c->close_text, in + 2, tl);
-		c->close_text[tl] = '\0';
+	c->close_code = code;
+	memcpy(c->close_text, c->ctl + 2, tl);
+	c->close_text[tl] = '\0';
+	drop_partial(c);
+	luaws_wake(c->loop, &c->waitable);
+	if (c->close_sent) {
+		close_when_flushed(c); /* the answer to ours */
 	} else {
-		c->close_code = 1005; /* no status received */
-		c->close_text[0] = '\0';
+		/* answered when the reader gets to it, as in gorilla (so what the handler
+		 * writes about earlier messages still goes out); the peer waits no longer than
+		 * CLOSE_TIMEOUT for a handler that never reads */
+		c->close_reply_due = 1;
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
+		luaws_touched_lws(c->loop);
+	}
+	return 0;
+}
+
+/* The reader reached the peer's close: gorilla's default close handler answers it with
+ * the same code and no text (unless a Lua close handler does the answering). */
+static void answer_close(luaws_conn *c)
+{
+	unsigned char reply[2] = {(unsigned char)(c->close_code >> 8), (unsigned char)c->close_code};
+	c->close_reply_due = 0;
+	if (c->lua_close || c->close_sent || !c->wsi)
+		return;
+	c->close_sent = 1;
+	send_frame(c, 8, 1, reply, c->close_code == 1005 ? 0 : 2, 1);
+	close_when_flushed(c);
+}
+
+/* A chunk of a control frame (at most 125 bytes in all; frame.c checked). */
+static int control_chunk(luaws_conn *c, const luaws_frame_event *ev)
+{
+	if (ev->first)
+		c->ctl_len = 0;
+	memcpy(c->ctl + c->ctl_len, ev->data, ev->len);
+	c->ctl_len = (unsigned char)(c->ctl_len + ev->len);
+	if (!ev->last)
+		return 0;
+	switch (ev->opcode) {
+	case 8:
+		return peer_close(c);
+	case 9:
+		if (c->lua_ping)
+			queue_control(c, 9);
+		else if (!c->close_sent)
+			send_frame(c, 10, 1, c->ctl, c->ctl_len, 1);
+		return 0;
+	default:
+		if (c->lua_pong)
+			queue_control(c, 10);
+		return 0;
 	}
 }
 
-/* Events of an established (or establishing) connection, from protocol.c. */
-int luaws_conn_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
-		     void *in, size_t len)
+/* Bytes from the socket. */
+static void conn_rx(luaws_conn *c, unsigned char *in, size_t len)
+{
+	luaws_frame_event ev;
+	int rc;
+	if (read_ended(c))
+		return; /* after a close frame or a failure nothing the peer sends counts */
+	while ((rc = luaws_frame_next(&c->parser, &in, &len, &ev)) > 0) {
+		if ((ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev))
+			return;
+		if (read_ended(c))
+			return;
+	}
+	if (rc < 0) {
+		fail(c, ev.code, ev.reason);
+		return;
+	}
+	update_rx(c);
+}
+
+/* The handshake is done: the connection is open; early holds bytes that came with it. */
+void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len)
+{
+	int fd = lws_get_socket_fd(c->wsi);
+	c->state = LUAWS_OPEN;
+	luaws_socket_address(fd, 1, c->remote, sizeof(c->remote));
+	luaws_socket_address(fd, 0, c->local, sizeof(c->local));
+	if (len) {
+		/* the parser unmasks in place: work on a copy */
+		unsigned char *copy = malloc(len);
+		if (copy) {
+			memcpy(copy, early, len);
+			conn_rx(c, copy, len);
+			free(copy);
+		} else
+			fail(c, 1011, "out of memory");
+	}
+	luaws_wake(c->loop, &c->waitable);
+}
+
+/* Write queued frames while lws holds no partial write. -1 when the socket failed. */
+static int drain_out_queue(luaws_conn *c)
+{
+	while (c->out_head && !lws_partial_buffered(c->wsi)) {
+		luaws_out *f = c->out_head;
+		int n = lws_write(c->wsi, f->data + LWS_PRE, f->len, LWS_WRITE_RAW);
+		c->out_head = f->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		c->out_bytes -= f->len;
+		free(f);
+		if (n < 0)
+			return -1;
+	}
+	if (c->out_head || (c->closing_tcp && lws_partial_buffered(c->wsi)))
+		lws_callback_on_writable(c->wsi);
+	else if (c->closing_tcp)
+		linger(c);
+	if (c->out_bytes <= TX_WAIT_BYTES) {
+		luaws_wake(c->loop, &c->waitable);
+		update_rx(c);
+	}
+	return 0;
+}
+
+static int enqueue(luaws_conn *c, const unsigned char *bytes, size_t len, int front)
+{
+	luaws_out *f = malloc(sizeof(*f) + LWS_PRE + len);
+	if (!f)
+		return -1;
+	f->len = len;
+	memcpy(f->data + LWS_PRE, bytes, len);
+	if (front) {
+		f->next = c->out_head;
+		c->out_head = f;
+		if (!c->out_tail)
+			c->out_tail = f;
+	} else {
+		f->next = NULL;
+		if (c->out_tail)
+			c->out_tail->next = f;
+		else
+			c->out_head = f;
+		c->out_tail = f;
+	}
+	c->out_bytes += len;
+	return 0;
+}
+
+/* Put bytes in wire format (at p, with LWS_PRE bytes of headroom before it) on the
+ * socket at once when nothing waits before them, else on the queue (at its front for
+ * control frames, which may go between the frames of a message). 0, or -1 when out of
+ * memory or the socket failed (the connection is then dropped). */
+static int put_bytes(luaws_conn *c, unsigned char *p, size_t len, int front)
+{
+	if (!c->wsi)
+		return 0;
+	if (!c->out_head && !lws_partial_buffered(c->wsi)) {
+		if (lws_write(c->wsi, p, len, LWS_WRITE_RAW) < 0) {
+			luaws_conn_abandon(c);
+			luaws_conn_closed(c, "write failed");
+			return -1;
+		}
+		if (lws_partial_buffered(c->wsi)) {
+			lws_callback_on_writable(c->wsi);
+			luaws_touched_lws(c->loop);
+		}
+		return 0;
+	}
+	if (enqueue(c, p, len, front))
+		return -1;
+	lws_callback_on_writable(c->wsi);
+	luaws_touched_lws(c->loop);
+	if (c->out_bytes > TX_WAIT_BYTES)
+		update_rx(c);
+	return 0;
+}
+
+/* Frame len bytes (masked on the client side) in the loop's scratch buffer and send. */
+static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
+		      size_t len, int front)
+{
+	luaws_buf *s = &c->loop->scratch;
+	unsigned char key[4], *p;
+	size_t hl;
+	s->len = 0;
+	if (luaws_buf_reserve(s, LWS_PRE + 14 + len))
+		return -1;
+	p = s->data + LWS_PRE;
+	if (c->is_client)
+		arc4random_buf(key, sizeof(key));
+	hl = luaws_frame_header(p, fin, opcode, len, c->is_client ? key : NULL);
+	memcpy(p + hl, data, len);
+	if (c->is_client)
+		luaws_mask(p + hl, len, key, 0);
+	return put_bytes(c, p, hl + len, front);
+}
+
+/* Events of the connection's raw socket, from protocol.c. */
+int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len)
 {
 	switch (reason) {
-	case LWS_CALLBACK_ESTABLISHED:
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (c->state == LUAWS_CLOSED)
-			return -1; /* closed while upgrading */
-		c->state = LUAWS_OPEN;
-		addresses(c, wsi);
-		if (c->out_head)
-			lws_callback_on_writable(wsi);
-		luaws_wake(c->loop, &c->waitable);
+	case LWS_CALLBACK_RAW_RX:
+		if (c->state == LUAWS_OPEN)
+			conn_rx(c, in, len);
 		return 0;
-
-	case LWS_CALLBACK_RECEIVE:
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		return receive(c, wsi, in, len);
-
-	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-		peer_close(c, in, len);
-		luaws_wake(c->loop, &c->waitable);
-		/* 0: lws echoes the close frame; we already sent ours: just close */
-		return c->close_sent ? 1 : 0;
-
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		return drain_out_queue(c);
-
-	case LWS_CALLBACK_CLOSED:
-	case LWS_CALLBACK_CLIENT_CLOSED:
-	case LWS_CALLBACK_WSI_DESTROY:
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		if (c->state == LUAWS_OPEN)
+			return drain_out_queue(c);
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE:
 		luaws_conn_closed(c, NULL);
 		return 0;
-
 	default:
 		return 0;
 	}
 }
 
-/* conn:_read() -> mt, data | false (nothing yet) | nil, code, text (closed) */
-static int l_read(lua_State *L)
+static void deadline_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void deadline_fired(uv_timer_t *t);
+
+static void rearm(luaws_deadlines *d)
+{
+	uint64_t next = d->read_at && (!d->write_at || d->read_at < d->write_at) ? d->read_at :
+										d->write_at;
+	uint64_t now = uv_now(d->timer.loop);
+	if (!next)
+		uv_timer_stop(&d->timer);
+	else
+		uv_timer_start(&d->timer, deadline_fired, next > now ? next - now : 0, 0);
+}
+
+static void deadline_fired(uv_timer_t *t)
+{
+	luaws_deadlines *d = t->data;
+	luaws_conn *c = d->conn;
+	uint64_t now = uv_now(t->loop);
+	if (!c)
+		return;
+	if (d->read_at && now >= d->read_at) {
+		d->read_at = 0;
+		c->read_timed_out = 1;
+		luaws_wake(c->loop, &c->waitable);
+	}
+	if (d->write_at && now >= d->write_at) {
+		d->write_at = 0;
+		c->write_timed_out = 1;
+		if (c->wsi && (c->out_head || lws_partial_buffered(c->wsi))) {
+			/* a frame is stuck half-written: the connection is no use any more */
+			luaws_conn_abandon(c);
+			luaws_conn_closed(c, "write timeout");
+		}
+		luaws_wake(c->loop, &c->waitable);
+	}
+	rearm(d);
+}
+
+/* conn:_deadline("read" | "write", seconds from now | nil) */
+static int l_deadline(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
-	if (c->in_msgs) {
-		unsigned char *rec = c->in.data + c->in_head;
-		size_t len;
-		memcpy(&len, rec + 1, sizeof(len));
-		lua_pushinteger(L, rec[0]);
-		lua_pushlstring(L, (const char *)rec + RECORD_HEADER, len);
-		c->in_head += RECORD_HEADER + len;
-		c->in_msgs--;
-		if (c->in_head == c->in.len) {
-			c->in_head = c->in.len = 0;
-			if (c->in.cap > 64 * 1024)
-				luaws_buf_free(&c->in);
-		} else if (c->in_head > c->in.cap / 2 && c->partial == NO_PARTIAL) {
-			memmove(c->in.data, c->in.data + c->in_head, c->in.len - c->in_head);
-			c->in.len -= c->in_head;
-			c->in_head = 0;
-		}
-		resume_rx_if_drained(c);
-		return 2;
+	int which = luaL_checkoption(L, 2, NULL, (const char *const[]){"read", "write", NULL});
+	double secs = luaL_optnumber(L, 3, -1);
+	int clear = lua_isnoneornil(L, 3);
+	luaws_deadlines *d = c->deadlines;
+	uint64_t at;
+
+	if (which == 0)
+		c->read_timed_out = 0;
+	else
+		c->write_timed_out = 0;
+	if (!clear && secs <= 0) {
+		/* already passed */
+		if (which == 0)
+			c->read_timed_out = 1;
+		else
+			c->write_timed_out = 1;
+		luaws_wake(c->loop, &c->waitable);
+		clear = 1;
 	}
-	if (c->state != LUAWS_CLOSED) {
+	if (!d) {
+		if (clear)
+			return 0;
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return luaL_error(L, "luaws: out of memory");
+		uv_timer_init(&c->loop->uv, &d->timer);
+		d->timer.data = d;
+		d->conn = c;
+		c->deadlines = d;
+	}
+	uv_update_time(&c->loop->uv);
+	at = clear ? 0 : uv_now(&c->loop->uv) + (uint64_t)(secs * 1000 + 0.999);
+	if (which == 0)
+		d->read_at = at;
+	else
+		d->write_at = at;
+	rearm(d);
+	return 0;
+}
+
+/* Drop the head record (whole and consumed). */
+static void pop_head(luaws_conn *c, size_t len)
+{
+	c->in_head += RECORD_HEADER + len;
+	c->in_msgs--;
+	c->head_taken = 0;
+	if (c->in_head == c->in.len) {
+		c->in_head = c->in.len = 0;
+		if (c->in.cap > 64 * 1024)
+			luaws_buf_free(&c->in);
+	} else if (c->in_head > c->in.cap / 2) {
+		memmove(c->in.data, c->in.data + c->in_head, c->in.len - c->in_head);
+		c->in.len -= c->in_head;
+		if (c->partial != NO_PARTIAL)
+			c->partial -= c->in_head;
+		c->in_head = 0;
+	}
+}
+
+static size_t record_len(const luaws_conn *c)
+{
+	size_t len;
+	memcpy(&len, c->in.data + c->in_head + 1, sizeof(len));
+	return len;
+}
+
+/* Push what a reader gets when no message is left: false (wait), or nil, code, text,
+ * peer_sent_close (the read side ended), or nil, -1, "i/o timeout". */
+static int push_no_message(lua_State *L, luaws_conn *c)
+{
+	if (c->read_timed_out) {
+		luaL_pushfail(L);
+		lua_pushinteger(L, -1);
+		lua_pushliteral(L, "i/o timeout");
+		return 3;
+	}
+	if (!read_ended(c)) {
 		lua_pushboolean(L, 0);
 		return 1;
 	}
+	if (c->close_reply_due)
+		answer_close(c);
 	luaL_pushfail(L);
 	lua_pushinteger(L, c->close_code);
 	lua_pushstring(L, c->close_text);
-	return 3;
+	lua_pushboolean(L, c->close_received && !c->rx_failed);
+	return 4;
 }
 
-static int enqueue(luaws_conn *c, int opcode, const char *data, size_t len)
+/* conn:_read() -> mt, data | false (nothing yet) | nil, code, text, peer_close */
+static int l_read(lua_State *L)
 {
-	luaws_frame *f = malloc(sizeof(*f) + LWS_PRE + len);
-	if (!f)
-		return -1;
-	f->next = NULL;
-	f->len = len;
-	f->opcode = opcode;
-	memcpy(f->data + LWS_PRE, data, len);
-	if (c->out_tail)
-		c->out_tail->next = f;
-	else
-		c->out_head = f;
-	c->out_tail = f;
-	c->out_bytes += len;
+	luaws_conn *c = check_conn(L);
+	c->streaming = 0;
+	if (c->read_timed_out)
+		return push_no_message(L, c);
+	if (c->in_msgs) {
+		size_t len = record_len(c);
+		lua_pushinteger(L, c->in.data[c->in_head]);
+		lua_pushlstring(L, (const char *)c->in.data + c->in_head + RECORD_HEADER +
+					   c->head_taken, len - c->head_taken);
+		pop_head(c, len);
+		update_rx(c);
+		return 2;
+	}
+	update_rx(c); /* a whole-message reader may need reading to resume */
+	return push_no_message(L, c);
+}
+
+/* conn:_next() -> mt (a message has begun: read it with _read_part) | as _read */
+static int l_next(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	c->streaming = 1;
+	if (c->read_timed_out)
+		return push_no_message(L, c);
+	if (c->in_msgs || (c->partial != NO_PARTIAL && c->partial == c->in_head)) {
+		lua_pushinteger(L, c->in.data[c->in_head]);
+		update_rx(c);
+		return 1;
+	}
+	return push_no_message(L, c);
+}
+
+/* conn:_read_part(max) -> data, eof (eof: the message ends with data) | as _read */
+static int l_read_part(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	size_t max = (size_t)luaL_optinteger(L, 2, 64 * 1024), len, avail, n;
+	const char *p;
+	if (max == 0)
+		max = 1;
+	if (c->read_timed_out)
+		return push_no_message(L, c);
+	if (c->in_msgs) {
+		len = record_len(c);
+		avail = len - c->head_taken;
+		n = avail < max ? avail : max;
+		p = (const char *)c->in.data + c->in_head + RECORD_HEADER + c->head_taken;
+		lua_pushlstring(L, p, n);
+		c->head_taken += n;
+		if (c->head_taken == len) {
+			pop_head(c, len);
+			c->streaming = 0;
+			lua_pushboolean(L, 1);
+		} else
+			lua_pushboolean(L, 0);
+		update_rx(c);
+		return 2;
+	}
+	if (c->partial != NO_PARTIAL && c->partial == c->in_head) {
+		len = c->in.len - c->partial - RECORD_HEADER;
+		avail = len - c->head_taken;
+		if (avail) {
+			n = avail < max ? avail : max;
+			p = (const char *)c->in.data + c->partial + RECORD_HEADER + c->head_taken;
+			lua_pushlstring(L, p, n);
+			c->head_taken += n;
+			if (c->head_taken == len) {
+				/* all that arrived is consumed: forget it */
+				c->in.len = c->partial + RECORD_HEADER;
+				c->head_taken = 0;
+			}
+			lua_pushboolean(L, 0);
+			update_rx(c);
+			return 2;
+		}
+	}
+	return push_no_message(L, c);
+}
+
+/* conn:_control() -> opcode, payload of the next ping/pong kept for Lua | nothing */
+static int l_control(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	size_t n;
+	if (!c->ctl_in.len)
+		return 0;
+	n = c->ctl_in.data[1];
+	lua_pushinteger(L, c->ctl_in.data[0]);
+	lua_pushlstring(L, (const char *)c->ctl_in.data + 2, n);
+	memmove(c->ctl_in.data, c->ctl_in.data + 2 + n, c->ctl_in.len - 2 - n);
+	c->ctl_in.len -= 2 + n;
+	return 2;
+}
+
+/* conn:_handlers(ping, pong, close): which control frames Lua handlers take. */
+static int l_handlers(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	c->lua_ping = lua_toboolean(L, 2);
+	c->lua_pong = lua_toboolean(L, 3);
+	c->lua_close = lua_toboolean(L, 4);
 	return 0;
 }
 
-/* Send one frame: at once when nothing is queued and lws holds no partial write,
- * else after what is queued. -1 when the socket failed (the conn is being killed). */
-static int send_frame(luaws_conn *c, int opcode, const char *data, size_t len)
+/* conn:_read_limit(n): 0 for none. */
+static int l_read_limit(lua_State *L)
 {
-	luaws_loop *loop = c->loop;
-	if (opcode == 8)
-		c->close_sent = 1;
-	if (c->state == LUAWS_OPEN && !c->out_head && !lws_partial_buffered(c->wsi)) {
-		if (luaws_buf_reserve(&loop->scratch, LWS_PRE + len))
-			return -2;
-		memcpy(loop->scratch.data + LWS_PRE, data, len);
-		if (lws_write(c->wsi, loop->scratch.data + LWS_PRE, len,
-			      (enum lws_write_protocol)lws_opcode(opcode)) < 0) {
-			kill_wsi(c);
-			return -1;
-		}
-		if (lws_partial_buffered(c->wsi))
-			luaws_touched_lws(loop);
-	} else {
-		if (enqueue(c, opcode, data, len))
-			return -2;
-		if (c->state == LUAWS_OPEN) {
-			lws_callback_on_writable(c->wsi);
-			luaws_touched_lws(loop);
-		}
-	}
-	if (opcode == 8 && c->wsi) {
-		/* the peer has a bounded time to answer our close */
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
-		luaws_touched_lws(loop);
-	}
+	luaws_conn *c = check_conn(L);
+	lua_Integer n = luaL_checkinteger(L, 2);
+	c->read_limit = n > 0 ? n : 0;
 	return 0;
 }
 
-/* conn:_write(opcode, data) -> true (sent or buffered by lws) | false (queued: wait for
- * _drained) | nil, reason ("closed", "close sent") */
+static int write_refused(lua_State *L, luaws_conn *c)
+{
+	if (c->write_timed_out)
+		return luaws_fail(L, "timeout");
+	if (c->close_sent)
+		return luaws_fail(L, "close sent");
+	if (c->state != LUAWS_OPEN || !c->wsi)
+		return luaws_fail(L, "closed");
+	return 0;
+}
+
+/* After a close frame went out. */
+static void sent_close(luaws_conn *c)
+{
+	c->close_sent = 1;
+	if (c->close_received)
+		close_when_flushed(c);
+	else if (c->wsi) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
+		luaws_touched_lws(c->loop);
+	}
+}
+
+/* conn:_write(opcode, data [, fin]) -> true (sent or buffered) | false (queued: wait for
+ * _drained) | nil, reason ("closed", "close sent", "timeout") */
 static int l_write(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
 	int opcode = (int)luaL_checkinteger(L, 2);
 	size_t len;
 	const char *data = luaL_checklstring(L, 3, &len);
+	int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
+
+	if (!(opcode <= 2 || (opcode >= 8 && opcode <= 10)))
+		return luaL_argerror(L, 2, "unknown message type");
+	if (opcode >= 8 && (len > 125 || !fin))
+		return luaL_argerror(L, 3, "invalid control frame");
+	if (write_refused(L, c))
+		return 2;
+	if (send_frame(c, opcode, fin, (const unsigned char *)data, len, opcode >= 8))
+		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
+	if (opcode == 8)
+		sent_close(c);
+	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
+	return 1;
+}
+
+/* conn:_write_prepared(pm) -> as _write */
+static int l_write_prepared(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	int opcode;
+	size_t flen, plen;
+	const unsigned char *payload;
+	const unsigned char *frame = luaws_prepared_frame(L, 2, &opcode, &flen, &payload, &plen);
 	int rc;
 
-	if (lws_opcode(opcode) < 0)
-		return luaL_argerror(L, 2, "unknown message type");
-	if (c->state == LUAWS_CLOSED)
-		return luaws_fail(L, c->close_sent ? "close sent" : "closed");
-	if (c->close_sent)
-		return luaws_fail(L, "close sent");
-	rc = send_frame(c, opcode, data, len);
-	if (rc == -2)
-		return luaL_error(L, "luaws: out of memory");
-	if (rc == -1)
-		return luaws_fail(L, "write failed");
+	if (write_refused(L, c))
+		return 2;
+	if (c->is_client) {
+		rc = send_frame(c, opcode, 1, payload, plen, opcode >= 8);
+	} else {
+		luaws_buf *s = &c->loop->scratch;
+		s->len = 0;
+		if (luaws_buf_reserve(s, LWS_PRE + flen))
+			return luaL_error(L, "luaws: out of memory");
+		memcpy(s->data + LWS_PRE, frame, flen);
+		rc = put_bytes(c, s->data + LWS_PRE, flen, opcode >= 8);
+	}
+	if (rc)
+		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
+	if (opcode == 8)
+		sent_close(c);
 	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
 	return 1;
 }
@@ -465,6 +913,8 @@ static int l_write(lua_State *L)
 static int l_drained(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
+	if (c->write_timed_out)
+		return luaws_fail(L, "timeout");
 	if (c->state == LUAWS_CLOSED && c->out_bytes)
 		return luaws_fail(L, "closed");
 	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
@@ -480,35 +930,24 @@ static int l_close(lua_State *L)
 	int code = (int)luaL_optinteger(L, 2, 0);
 	size_t tl;
 	const char *text = luaL_optlstring(L, 3, "", &tl);
-	char payload[125];
+	unsigned char payload[125];
 
 	if (!c->wsi || c->state == LUAWS_CLOSED) {
 		c->state = LUAWS_CLOSED;
 		return 0;
 	}
-	if (c->state == LUAWS_UPGRADING) {
-		/* the 101 is not out yet: ESTABLISHED refuses it */
-		c->state = LUAWS_CLOSED;
-		c->close_code = 1006;
-		lws_strncpy(c->error, "use of closed connection", sizeof(c->error));
-		return 0;
-	}
-	if (code && !c->close_sent) {
+	if (code && !c->close_sent && c->state == LUAWS_OPEN) {
 		if (tl > sizeof(payload) - 2)
 			tl = sizeof(payload) - 2;
-		payload[0] = (char)(code >> 8);
-		payload[1] = (char)code;
+		payload[0] = (unsigned char)(code >> 8);
+		payload[1] = (unsigned char)code;
 		memcpy(payload + 2, text, tl);
-		if (send_frame(c, 8, payload, tl + 2) == -2)
-			return luaL_error(L, "luaws: out of memory");
+		if (send_frame(c, 8, 1, payload, tl + 2, 1) == 0)
+			sent_close(c);
 		return 0;
 	}
-	kill_wsi(c);
-	c->state = LUAWS_CLOSED;
-	if (!c->close_received)
-		c->close_code = 1006;
-	lws_strncpy(c->error, "use of closed connection", sizeof(c->error));
-	luaws_wake(c->loop, &c->waitable);
+	luaws_conn_abandon(c);
+	luaws_conn_closed(c, "use of closed connection");
 	return 0;
 }
 
@@ -571,14 +1010,30 @@ static int l_gc(lua_State *L)
 	c->dial = NULL;
 	luaws_conn_abandon(c);
 	c->state = LUAWS_CLOSED;
+	if (c->deadlines) {
+		c->deadlines->conn = NULL;
+		if (!c->loop->closing)
+			uv_close((uv_handle_t *)&c->deadlines->timer, deadline_closed);
+		else
+			free(c->deadlines);
+		c->deadlines = NULL;
+	}
 	free_out_queue(c);
 	luaws_buf_free(&c->in);
+	luaws_buf_free(&c->ctl_in);
 	return 0;
 }
 
 static const luaL_Reg conn_methods[] = {
 	{"_read", l_read},
+	{"_next", l_next},
+	{"_read_part", l_read_part},
+	{"_control", l_control},
+	{"_handlers", l_handlers},
+	{"_read_limit", l_read_limit},
+	{"_deadline", l_deadline},
 	{"_write", l_write},
+	{"_write_prepared", l_write_prepared},
 	{"_drained", l_drained},
 	{"_close", l_close},
 	{"_arm", l_arm},

@@ -137,17 +137,9 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 
 	if (loop->ctx)
 		return 0;
-	loop->protocols = malloc(sizeof(luaws_protocol_template));
-	if (!loop->protocols)
-		return luaL_error(L, "luaws: out of memory");
-	memcpy(loop->protocols, luaws_protocol_template, sizeof(luaws_protocol_template));
-	strcpy(loop->sel_name, "x");
-	loop->protocols[1].name = loop->sel_name;
-
 	memset(&info, 0, sizeof(info));
 	foreign[0] = &loop->uv;
 	info.foreign_loops = foreign;
-	/* no LWS_SERVER_OPTION_VALIDATE_UTF8: conn.c checks text itself (see there) */
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
 		       LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
 		       LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
@@ -161,10 +153,10 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = loop->protocols;
+	info.protocols = luaws_protocols;
 	info.vhost_name = "luaws-client";
-	loop->client_vhost = lws_create_vhost(loop->ctx, &info);
-	if (!loop->client_vhost)
+	loop->vhost = lws_create_vhost(loop->ctx, &info);
+	if (!loop->vhost)
 		return luaL_error(L, "luaws: cannot create the client vhost");
 	return 0;
 }
@@ -298,9 +290,7 @@ static int loop_gc(lua_State *L)
 	uv_run(&loop->uv, UV_RUN_DEFAULT);
 	uv_loop_close(&loop->uv);
 	free(loop->woken);
-	free(loop->protocols);
 	luaws_buf_free(&loop->scratch);
-	luaws_buf_free(&loop->upgrade_headers);
 	return 0;
 }
 

@@ -21,7 +21,7 @@
 #define LUAWS_SUBPROTOCOL_MAX 64
 
 /* What a wsi's opaque user data points at: every such struct starts with this tag. */
-enum luaws_kind { LUAWS_KIND_REQUEST = 1, LUAWS_KIND_CONN };
+enum luaws_kind { LUAWS_KIND_REQUEST = 1, LUAWS_KIND_CONN, LUAWS_KIND_LISTENER };
 
 /*
  * A C object a coroutine can wait on. While armed it holds a registry reference to its
@@ -38,19 +38,38 @@ typedef struct luaws_buf {
 	size_t len, cap;
 } luaws_buf;
 
+/* frame.c: the wire format */
+typedef struct luaws_frame_parser {
+	unsigned char hdr[14];
+	unsigned char hdr_have, opcode, fin, first, in_payload, in_message, expect_masked,
+		failed;
+	unsigned char mask[4];
+	uint64_t length, mask_pos;
+} luaws_frame_parser;
+
+typedef struct luaws_frame_event {
+	unsigned char *data;
+	size_t len;
+	int opcode, fin, first, last;
+	int code;            /* on a protocol error: the close code */
+	const char *reason;
+} luaws_frame_event;
+
+void luaws_mask(unsigned char *p, size_t n, const unsigned char key[4], size_t pos);
+size_t luaws_frame_header(unsigned char *out, int fin, int opcode, uint64_t len,
+			  const unsigned char *mask);
+int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
+		     luaws_frame_event *ev);
+
 typedef struct luaws_loop {
 	lua_State *L;             /* the thread inside luaws_step, for request callbacks */
 	uv_loop_t uv;
 	struct lws_context *ctx;
-	struct lws_vhost *client_vhost;
+	struct lws_vhost *vhost;  /* of every luaws socket, accepted or dialed */
 	uv_timer_t step_timer;
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
-	luaws_buf scratch;        /* LWS_PRE + payload for direct writes */
-	char sel_name[LUAWS_SUBPROTOCOL_MAX]; /* name of the subprotocol slot (see server.c) */
-	const char *sel_pending;  /* subprotocol the upgrade in progress will answer with */
-	luaws_buf upgrade_headers; /* Upgrade's response headers, for ADD_HEADERS */
-	struct lws_protocols *protocols;
+	luaws_buf scratch;        /* LWS_PRE + a frame, for direct writes */
 	int need_cancel;          /* lws was called from outside its callbacks */
 	int stepping, closing;
 	unsigned live_conns;
@@ -69,8 +88,9 @@ void luaws_buf_free(luaws_buf *b);
 int luaws_fail(lua_State *L, const char *msg);
 int luaws_loop_open(lua_State *L);
 
-/* protocol.c: the one lws protocol callback and the protocol table */
-extern const struct lws_protocols luaws_protocol_template[3];
+/* protocol.c: the one lws protocol (raw sockets) and its callback */
+extern const struct lws_protocols luaws_protocols[2];
+void luaws_linger(luaws_loop *loop, struct lws *wsi, int secs);
 int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			    void *in, size_t len);
 
@@ -82,14 +102,15 @@ enum luaws_conn_state {
 	LUAWS_CLOSED      /* the wsi is gone; close_code says why */
 };
 
-typedef struct luaws_frame {
-	struct luaws_frame *next;
+/* A frame (or frames) waiting to be written, already in wire format. */
+typedef struct luaws_out {
+	struct luaws_out *next;
 	size_t len;
-	int opcode;
-	unsigned char data[]; /* LWS_PRE bytes of headroom, then the payload */
-} luaws_frame;
+	unsigned char data[]; /* LWS_PRE bytes of headroom, then the bytes */
+} luaws_out;
 
 typedef struct luaws_dial luaws_dial;
+typedef struct luaws_deadlines luaws_deadlines;
 
 typedef struct luaws_conn {
 	enum luaws_kind kind;
@@ -97,13 +118,24 @@ typedef struct luaws_conn {
 	struct lws *wsi;
 	luaws_waitable waitable;
 	enum luaws_conn_state state;
-	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1, rx_failed : 1;
+	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1,
+		 rx_failed : 1, streaming : 1, closing_tcp : 1, read_timed_out : 1,
+		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1,
+		 close_reply_due : 1;
 	unsigned char utf8_need, utf8_lo, utf8_hi; /* UTF-8 check across text fragments */
-	/* Received messages, each a record: type byte, size_t length, payload. */
+	unsigned char ctl_len;
+	unsigned char ctl[125];   /* the control frame being received */
+	luaws_frame_parser parser;
+	uint64_t msg_len;         /* bytes of the message being received, for the limit */
+	int64_t read_limit;       /* 0: none */
+	/* Received messages, each a record: type byte, size_t length, payload. The head
+	 * record may be partly consumed (head_taken) by a streaming reader. */
 	luaws_buf in;
-	size_t in_head, in_msgs, partial;
-	luaws_frame *out_head, *out_tail;
+	size_t in_head, in_msgs, partial, head_taken;
+	luaws_buf ctl_in;         /* pings/pongs for Lua handlers: type, length byte, payload */
+	luaws_out *out_head, *out_tail;
 	size_t out_bytes;
+	luaws_deadlines *deadlines;
 	int close_code;
 	char close_text[124];
 	char error[96];           /* why a dial failed, or why the connection broke */
@@ -114,17 +146,17 @@ typedef struct luaws_conn {
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client);
 void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
+void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len);
 void luaws_conn_closed(luaws_conn *c, const char *error);
 struct lws *luaws_conn_detach(luaws_conn *c);
 void luaws_conn_abandon(luaws_conn *c);
 void luaws_socket_address(int fd, int peer, char *out, size_t len);
-int luaws_conn_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons reason,
-		     void *in, size_t len);
+int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len);
 int luaws_conn_open(lua_State *L);
 
 /* server.c */
-int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-		       void *in, size_t len);
+int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,
+		       size_t len);
 int luaws_server_open(lua_State *L);
 
 /* client.c */
@@ -137,13 +169,25 @@ int luaws_client_open(lua_State *L);
 int luaws_timer_open(lua_State *L);
 int luaws_signal_open(lua_State *L);
 
-/* headers: copy every header lws parsed on wsi into a table on the Lua stack (server.c) */
-void luaws_push_headers(lua_State *L, struct lws *wsi);
-/* the same, as "name\0value\0...\0" in C memory, for use inside callbacks */
-int luaws_collect_headers(struct lws *wsi, luaws_buf *out);
-void luaws_push_collected_headers(lua_State *L, const luaws_buf *in);
+/* headers.c: header lists "name\0value\0..." */
+void luaws_push_headers(lua_State *L, const luaws_buf *list);
 int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value);
-int luaws_headers_write(const luaws_buf *b, char **p, const char *end);
+int luaws_headers_append(luaws_buf *out, const luaws_buf *list);
 void luaws_headers_store(lua_State *L, int idx, luaws_buf *out);
+
+/* http.c: the HTTP side of the handshake */
+#define LUAWS_HEAD_MAX (16 * 1024)
+long luaws_http_feed(luaws_buf *head, const unsigned char *in, size_t len, size_t max);
+int luaws_http_parse_request(luaws_buf *head, char **method, char **target, luaws_buf *out);
+int luaws_http_parse_response(luaws_buf *head, int *status, luaws_buf *out);
+const char *luaws_http_header(const luaws_buf *list, const char *name);
+int luaws_http_has_token(const luaws_buf *list, const char *name, const char *token);
+void luaws_ws_accept(const char *key, char out[32]);
+void luaws_ws_new_key(char out[32]);
+
+/* prepared.c */
+int luaws_prepared_open(lua_State *L);
+const unsigned char *luaws_prepared_frame(lua_State *L, int idx, int *opcode, size_t *len,
+					  const unsigned char **payload, size_t *plen);
 
 #endif

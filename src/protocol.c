@@ -1,62 +1,66 @@
 /*
- * The lws protocol table every luaws vhost uses and its one callback, which routes each
- * event to the object that owns it: HTTP requests to server.c, client handshakes to
- * client.c, WebSocket traffic to conn.c (the wsi's opaque user data says which).
+ * The one lws protocol every luaws socket uses (raw sockets: luaws speaks HTTP and
+ * WebSocket itself, lws moves the bytes) and its callback, which routes each event to
+ * the object that owns the wsi: requests to server.c, client handshakes to client.c,
+ * WebSocket traffic to conn.c (the wsi's opaque user data says which).
  */
+#include <sys/socket.h>
+
 #include "luaws.h"
 
-/* Sends are capped at this size (lws caps each send() at rx_buffer_size otherwise). */
+/* Sends are capped at this size per write. */
 #define TX_PACKET_SIZE (256 * 1024)
-#define RX_BUFFER_SIZE 4096
 
-const struct lws_protocols luaws_protocol_template[3] = {
-	/* slot 0: HTTP, and WebSocket when the client names no subprotocol */
-	{"luaws-internal-default", luaws_protocol_callback, 0, RX_BUFFER_SIZE, 0, NULL,
-	 TX_PACKET_SIZE},
-	/* slot 1: WebSocket with a negotiated (or refused) subprotocol; see server.c */
-	{"x", luaws_protocol_callback, 0, RX_BUFFER_SIZE, 1, NULL, TX_PACKET_SIZE},
+const struct lws_protocols luaws_protocols[2] = {
+	{"luaws", luaws_protocol_callback, 0, 0, 0, NULL, TX_PACKET_SIZE},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
+
+/* Close a wsi nobody owns any more: once lws has written what it holds, send FIN, read
+ * and drop what the peer still sends, and close within secs. */
+void luaws_linger(luaws_loop *loop, struct lws *wsi, int secs)
+{
+	lws_set_opaque_user_data(wsi, NULL);
+	if (lws_partial_buffered(wsi))
+		lws_callback_on_writable(wsi); /* the shutdown follows the last byte */
+	else
+		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+	lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, secs);
+	luaws_touched_lws(loop);
+}
 
 int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			    void *in, size_t len)
 {
 	enum luaws_kind *kind = wsi ? lws_get_opaque_user_data(wsi) : NULL;
+	(void)user;
 
 	switch (reason) {
-	case LWS_CALLBACK_HTTP:
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-	case LWS_CALLBACK_HTTP_WRITEABLE:
-	case LWS_CALLBACK_CLOSED_HTTP:
-	case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
-	case LWS_CALLBACK_ADD_HEADERS:
-		return luaws_server_event(wsi, reason, user, in, len);
+	case LWS_CALLBACK_RAW_ADOPT:
+		return luaws_server_event(wsi, reason, in, len);
 
+	case LWS_CALLBACK_RAW_CONNECTED:
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
 		if (kind && *kind == LUAWS_KIND_CONN)
 			return luaws_client_event((luaws_conn *)kind, wsi, reason, in, len);
-		return 0;
+		return reason == LWS_CALLBACK_RAW_CONNECTED ? -1 : 0;
 
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (kind && *kind == LUAWS_KIND_CONN &&
-		    luaws_client_event((luaws_conn *)kind, wsi, reason, in, len))
-			return -1;
-		break;
-
-	case LWS_CALLBACK_WSI_DESTROY:
-		if (kind && *kind == LUAWS_KIND_REQUEST)
-			return luaws_server_event(wsi, reason, user, in, len);
-		if (kind && *kind == LUAWS_KIND_CONN &&
-		    ((luaws_conn *)kind)->state == LUAWS_CONNECTING)
+	case LWS_CALLBACK_RAW_RX:
+	case LWS_CALLBACK_RAW_WRITEABLE:
+	case LWS_CALLBACK_RAW_CLOSE:
+		if (!kind) {
+			/* lingering: drop what arrives; FIN once the last bytes went out */
+			if (reason == LWS_CALLBACK_RAW_WRITEABLE && !lws_partial_buffered(wsi))
+				shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+			return 0;
+		}
+		if (*kind == LUAWS_KIND_REQUEST)
+			return luaws_server_event(wsi, reason, in, len);
+		if (((luaws_conn *)kind)->state == LUAWS_CONNECTING)
 			return luaws_client_event((luaws_conn *)kind, wsi, reason, in, len);
-		break;
+		return luaws_conn_event((luaws_conn *)kind, reason, in, len);
 
 	default:
-		break;
+		return 0;
 	}
-	if (kind && *kind == LUAWS_KIND_CONN)
-		return luaws_conn_event((luaws_conn *)kind, wsi, reason, in, len);
-	return 0;
 }

@@ -1,24 +1,22 @@
 /*
- * luaws.Server (a listening vhost) and luaws.Request (one HTTP request, the `w` of a
- * handler). A request runs its Lua handler inside the lws callback that delivered it,
- * because lws 4.1 decides an upgrade synchronously in HTTP_CONFIRM_UPGRADE; the handler
- * answers through the request: upgrade (becoming a luaws.Conn) or a plain response.
- *
- * Subprotocols: lws picks the answer from the vhost's protocol names, fixed when the
- * vhost is created, and drops a client whose list matches none (gorilla answers without
- * a subprotocol). Protocol slot 1 therefore has a name luaws sets per upgrade (lws
- * copies the protocol table but keeps the name pointer): the subprotocol the Upgrader
- * chose, or, when it chose none, the first name the client offered, blanked when lws
- * binds the slot so that the 101 names no subprotocol.
+ * luaws.Server (a listening vhost of raw sockets) and luaws.Request (one HTTP request,
+ * the `w` of a handler). luaws reads the request head itself (http.c), hands it to the
+ * Lua handler, and answers as the handler decides: a 101 that turns the socket into a
+ * luaws.Conn, or a plain response after which the socket closes.
  */
+#define _GNU_SOURCE /* accept4 */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 #include <errno.h>
 
 #include "luaws.h"
+
+/* Bytes a client may send after its request head before the handler decided. */
+#define EARLY_MAX (64 * 1024)
 
 enum request_decision { UNDECIDED, UPGRADED, RESPONDED };
 
@@ -26,348 +24,301 @@ typedef struct luaws_request {
 	enum luaws_kind kind;
 	luaws_loop *loop;
 	struct lws *wsi;
-	struct lws *callback_wsi; /* headers stay readable here while the handler runs */
-	int is_upgrade, in_callback;
+	int head_done;
 	enum request_decision decision;
-	int status, response_ready;
-	luaws_buf headers; /* "name\0value\0" pairs to send */
-	luaws_buf body;
+	luaws_buf head;    /* the request head as it arrives */
+	luaws_buf early;   /* what came after the head */
+	luaws_buf headers; /* parsed: "name\0value\0" */
 } luaws_request;
 
-typedef struct luaws_server {
+/* Accepting pauses this long when the process is out of descriptors. */
+#define ACCEPT_BACKOFF_MS 100
+
+/* The listening socket: luaws accepts and hands each connection to lws. */
+typedef struct luaws_listener {
+	enum luaws_kind kind; /* LUAWS_KIND_LISTENER: the opaque data of adopted sockets */
 	luaws_loop *loop;
-	struct lws_vhost *vhost;
+	uv_poll_t poll;
+	uv_timer_t backoff;
+	int fd, closing, open_handles;
+	int handshake_timeout; /* seconds a client has to send its request head */
+} luaws_listener;
+
+typedef struct luaws_server {
+	luaws_listener *listener; /* NULL once closed */
 	int port;
 } luaws_server;
 
-static const lws_retry_bo_t no_idle_pings = {
-	.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0,
-};
+static void on_backoff_done(uv_timer_t *t);
 
 static luaws_request *check_request(lua_State *L)
 {
 	return luaL_checkudata(L, 1, LUAWS_REQUEST_MT);
 }
 
-static void request_detach(luaws_request *r)
+/* Write a whole response (status line, headers, body) and close the socket after it. */
+static int respond(luaws_request *r, int status, const char *reason, const luaws_buf *headers,
+		   const char *body, size_t blen)
 {
-	if (r->wsi && lws_get_opaque_user_data(r->wsi) == r)
-		lws_set_opaque_user_data(r->wsi, NULL);
-	r->wsi = NULL;
-}
-
-/* Write the stored response on the wsi: headers, then the body. */
-static int write_response(luaws_request *r, struct lws *wsi)
-{
-	unsigned char *start, *p, *end;
 	luaws_buf out = {0};
-	size_t off = 0, need = 512 + r->headers.len * 2;
-	const char *n, *v;
-	int ret = -1;
+	char line[160];
+	int n, rc = -1;
+	struct lws *wsi = r->wsi;
 
-	if (luaws_buf_reserve(&out, LWS_PRE + need + r->body.len))
+	if (luaws_buf_reserve(&out, LWS_PRE + 256))
 		return -1;
-	start = p = out.data + LWS_PRE;
-	end = start + need;
-	if (lws_add_http_header_status(wsi, (unsigned int)r->status, &p, end))
+	out.len = LWS_PRE;
+	n = lws_snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason);
+	memcpy(out.data + out.len, line, (size_t)n);
+	out.len += (size_t)n;
+	if (headers && luaws_headers_append(&out, headers))
 		goto done;
-	while (luaws_headers_next(&r->headers, &off, &n, &v)) {
-		char name[128];
-		lws_snprintf(name, sizeof(name), "%s:", n);
-		if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (unsigned char *)v,
-						(int)strlen(v), &p, end))
-			goto done;
-	}
-	if (lws_add_http_header_content_length(wsi, r->body.len, &p, end) ||
-	    lws_finalize_http_header(wsi, &p, end))
+	n = lws_snprintf(line, sizeof(line), "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+			 blen);
+	if (luaws_buf_reserve(&out, (size_t)n + blen))
 		goto done;
-	/* one write: headers and body together */
-	memcpy(p, r->body.data, r->body.len);
-	p += r->body.len;
-	if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) < 0)
-		goto done;
-	ret = 0;
+	memcpy(out.data + out.len, line, (size_t)n);
+	out.len += (size_t)n;
+	memcpy(out.data + out.len, body, blen);
+	out.len += blen;
+	r->decision = RESPONDED;
+	r->wsi = NULL;
+	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
+		rc = 0;
+	luaws_linger(r->loop, wsi, 5);
 done:
 	luaws_buf_free(&out);
-	return ret;
-}
-
-/* Call the server's Lua on_request(w, method, path, query, headers, remote) for a
- * request lws just parsed. */
-static void run_handler(luaws_loop *loop, struct lws *wsi, luaws_request *r)
-{
-	lua_State *L = loop->L;
-	char *uri = NULL, buf[256];
-	int urilen = 0, meth, n, i;
-	static const char *const methods[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH",
-					      "DELETE", "CONNECT", "HEAD", ":path"};
-	luaws_server *s = lws_vhost_user(lws_get_vhost(wsi));
-
-	lua_rawgetp(L, LUA_REGISTRYINDEX, s); /* on_request */
-	lua_pushlightuserdata(L, r);
-	lua_rawget(L, LUA_REGISTRYINDEX); /* the request userdata, anchored below */
-	meth = lws_http_get_uri_and_method(wsi, &uri, &urilen);
-	lua_pushstring(L, meth >= 0 && meth < (int)(sizeof(methods) / sizeof(*methods)) ?
-				  methods[meth] : "GET");
-	lua_pushlstring(L, uri ? uri : "/", uri ? (size_t)urilen : 1);
-	lua_newtable(L); /* query arguments, as lws split them */
-	for (i = 0; i < 64; i++) {
-		n = lws_hdr_copy_fragment(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_URI_ARGS, i);
-		if (n <= 0)
-			break;
-		lua_pushlstring(L, buf, (size_t)n);
-		lua_rawseti(L, -2, i + 1);
-	}
-	luaws_push_headers(L, wsi);
-	luaws_socket_address(lws_get_socket_fd(wsi), 1, buf, sizeof(buf));
-	lua_pushstring(L, buf);
-	r->in_callback = 1;
-	r->callback_wsi = wsi;
-	luaws_pcall(L, 6, 0);
-	r->in_callback = 0;
-	r->callback_wsi = NULL;
-}
-
-static luaws_request *new_request(lua_State *L, luaws_loop *loop, struct lws *wsi, int upgrade)
-{
-	luaws_request *r = lua_newuserdatauv(L, sizeof(*r), 0);
-	memset(r, 0, sizeof(*r));
-	r->kind = LUAWS_KIND_REQUEST;
-	r->loop = loop;
-	r->wsi = wsi;
-	r->is_upgrade = upgrade;
-	luaL_setmetatable(L, LUAWS_REQUEST_MT);
-	lws_set_opaque_user_data(wsi, r);
-	/* keep it alive while the handler starts: registry[r] = userdata */
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
-	return r;
+	return rc;
 }
 
 static int protected_new_request(lua_State *L)
 {
 	luaws_loop *loop = lua_touserdata(L, 1);
 	struct lws *wsi = lua_touserdata(L, 2);
-	new_request(L, loop, wsi, lua_toboolean(L, 3));
+	luaws_listener *l = lua_touserdata(L, 3);
+	luaws_request *r = lua_newuserdatauv(L, sizeof(*r), 1);
+	memset(r, 0, sizeof(*r));
+	r->kind = LUAWS_KIND_REQUEST;
+	r->loop = loop;
+	r->wsi = wsi;
+	luaL_setmetatable(L, LUAWS_REQUEST_MT);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, l); /* the server's on_request */
+	lua_setiuservalue(L, -2, 1);
+	/* C holds it until the handler has it: registry[r] = userdata */
+	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+	lws_set_opaque_user_data(wsi, r);
 	return 0;
 }
 
-/* A request arrived: run its handler, then act on what it decided. Returns what the
- * lws callback returns. */
-static int handle_request(luaws_loop *loop, struct lws *wsi, int upgrade)
+/* A client connected: a request object starts collecting its head. */
+static int request_adopt(luaws_loop *loop, struct lws *wsi)
 {
 	lua_State *L = loop->L;
-	luaws_request *r;
-
-	if (loop->closing || !L)
+	luaws_listener *l = lws_get_opaque_user_data(wsi);
+	if (loop->closing || !L || !l || l->kind != LUAWS_KIND_LISTENER || l->closing)
 		return -1;
 	lua_pushcfunction(L, protected_new_request);
 	lua_pushlightuserdata(L, loop);
 	lua_pushlightuserdata(L, wsi);
-	lua_pushboolean(L, upgrade);
+	lua_pushlightuserdata(L, l);
 	if (luaws_pcall(L, 3, 0) != LUA_OK)
 		return -1;
-	r = lws_get_opaque_user_data(wsi);
-	run_handler(loop, wsi, r);
-	lua_pushnil(L);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r); /* from now on Lua's references keep it */
-
-	if (r->decision == UPGRADED)
-		return 0; /* lws goes on with the handshake; opaque data is the Conn */
-	if (upgrade && r->decision == UNDECIDED) {
-		/* the handler yielded before deciding: too late for this upgrade */
-		fprintf(stderr, "luaws: handler for a WebSocket upgrade yielded before calling "
-				"Upgrade; request refused with 500\n");
-		request_detach(r);
-		r->decision = RESPONDED;
-		lws_return_http_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, NULL);
-		return 1;
-	}
-	if (r->decision == UNDECIDED)
-		return 0; /* plain request answered later from HTTP_WRITEABLE */
-	request_detach(r);
-	if (write_response(r, wsi))
-		return -1;
-	if (upgrade)
-		return 1;
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	if (l->handshake_timeout > 0)
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, l->handshake_timeout);
+	return 0;
 }
 
-/* Make lws bind slot 1 for this upgrade and answer with `chosen` (NULL: no
- * subprotocol), whatever the client offered (see the top of this file). */
-static void steer_subprotocol(luaws_loop *loop, struct lws *wsi, const char *chosen)
+static void release(luaws_request *r)
 {
-	char list[256];
-	struct lws_tokenize ts;
-	lws_tokenize_elem e;
-	int n = lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL);
+	lua_State *L = r->loop->L;
+	if (r->loop->closing || !L)
+		return;
+	lua_pushnil(L);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+}
 
-	loop->sel_pending = NULL;
-	if (n <= 0)
-		return; /* no list: lws binds slot 0 and names no subprotocol */
-	if (chosen) {
-		lws_strncpy(loop->sel_name, chosen, sizeof(loop->sel_name));
+/* The head is complete: call the Lua on_request(w, method, target, headers, remote). */
+static void run_handler(luaws_request *r)
+{
+	lua_State *L = r->loop->L;
+	char *method, *target, remote[64];
+
+	if (luaws_http_parse_request(&r->head, &method, &target, &r->headers)) {
+		static const char msg[] = "400 Bad Request";
+		respond(r, 400, "Bad Request", NULL, msg, sizeof(msg) - 1);
+		release(r);
 		return;
 	}
-	/* none chosen: match the first name lws will try, blank it once bound */
-	lws_tokenize_init(&ts, list, LWS_TOKENIZE_F_COMMA_SEP_LIST |
-			  LWS_TOKENIZE_F_MINUS_NONTERM | LWS_TOKENIZE_F_DOT_NONTERM |
-			  LWS_TOKENIZE_F_RFC7230_DELIMS);
-	ts.len = (size_t)n;
-	do {
-		e = lws_tokenize(&ts);
-		if (e == LWS_TOKZE_TOKEN &&
-		    !lws_tokenize_cstr(&ts, loop->sel_name, sizeof(loop->sel_name))) {
-			loop->sel_pending = "";
-			return;
-		}
-	} while (e > 0);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, r);
+	lua_getiuservalue(L, -1, 1);
+	lua_insert(L, -2);
+	lua_pushstring(L, method);
+	lua_pushstring(L, target);
+	luaws_push_headers(L, &r->headers);
+	luaws_socket_address(lws_get_socket_fd(r->wsi), 1, remote, sizeof(remote));
+	lua_pushstring(L, remote);
+	release(r); /* from now on the handler's references keep it */
+	luaws_pcall(L, 5, 0);
 }
 
-int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-		       void *in, size_t len)
+static int request_rx(luaws_request *r, const unsigned char *in, size_t len)
+{
+	long n;
+	if (r->head_done) {
+		/* the handler has not decided yet: keep it for the connection */
+		if (r->early.len + len > EARLY_MAX)
+			return -1;
+		if (luaws_buf_reserve(&r->early, len))
+			return -1;
+		memcpy(r->early.data + r->early.len, in, len);
+		r->early.len += len;
+		return 0;
+	}
+	n = luaws_http_feed(&r->head, in, len, LUAWS_HEAD_MAX);
+	if (n < 0) {
+		static const char msg[] = "431 Request Header Fields Too Large";
+		respond(r, 431, "Request Header Fields Too Large", NULL, msg, sizeof(msg) - 1);
+		release(r);
+		return 0;
+	}
+	if (n == 0)
+		return 0;
+	r->head_done = 1;
+	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	lws_rx_flow_control(r->wsi, 0); /* until the handler decides */
+	if ((size_t)n < len && request_rx(r, in + n, len - (size_t)n))
+		return -1;
+	run_handler(r);
+	return 0;
+}
+
+int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,
+		       size_t len)
 {
 	luaws_loop *loop = lws_context_user(lws_get_context(wsi));
 	luaws_request *r = lws_get_opaque_user_data(wsi);
-	(void)user;
 
 	switch (reason) {
-	case LWS_CALLBACK_HTTP:
-		return handle_request(loop, wsi, 0);
-
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		if (strcasecmp((const char *)in, "websocket")) {
-			lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, NULL);
-			return 1;
-		}
-		return handle_request(loop, wsi, 1);
-
-	case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
-		if (loop->sel_pending && lws_get_protocol(wsi)->name == loop->sel_name) {
-			lws_strncpy(loop->sel_name, loop->sel_pending, sizeof(loop->sel_name));
-			loop->sel_pending = NULL;
-		}
+	case LWS_CALLBACK_RAW_ADOPT:
+		return request_adopt(loop, wsi);
+	case LWS_CALLBACK_RAW_RX:
+		return request_rx(r, in, len);
+	case LWS_CALLBACK_RAW_CLOSE:
+		r->wsi = NULL;
+		lws_set_opaque_user_data(wsi, NULL);
+		if (!r->head_done)
+			release(r);
 		return 0;
-
-	case LWS_CALLBACK_ADD_HEADERS: {
-		struct lws_process_html_args *args = in;
-		char *start = args->p;
-		int rc = luaws_headers_write(&loop->upgrade_headers, &args->p,
-					     args->p + args->max_len);
-		args->max_len -= (int)(args->p - start);
-		loop->upgrade_headers.len = 0;
-		return rc;
-	}
-
-	case LWS_CALLBACK_HTTP_WRITEABLE:
-		if (!r || r->kind != LUAWS_KIND_REQUEST || !r->response_ready)
-			return 0;
-		request_detach(r);
-		if (write_response(r, wsi))
-			return -1;
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
-
-	case LWS_CALLBACK_CLOSED_HTTP:
-	case LWS_CALLBACK_WSI_DESTROY:
-		if (r && r->kind == LUAWS_KIND_REQUEST)
-			request_detach(r);
-		return 0;
-
 	default:
-		(void)len;
 		return 0;
 	}
 }
 
-/* w:_upgrade(subprotocol, headers) -> conn | nil, reason */
+/* w:_upgrade(key, subprotocol, headers) -> conn | nil, reason: answer 101. */
 static int l_upgrade(lua_State *L)
 {
 	luaws_request *r = check_request(L);
-	const char *sub = luaL_optstring(L, 2, NULL);
+	const char *key = luaL_checkstring(L, 2);
+	const char *sub = luaL_optstring(L, 3, NULL);
 	luaws_loop *loop = r->loop;
+	luaws_buf extra = {0}, out = {0};
+	char accept[32], line[256];
+	struct lws *wsi = r->wsi;
 	luaws_conn *c;
+	int n;
 
-	if (!r->is_upgrade)
-		return luaws_fail(L, "not a WebSocket upgrade request");
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
-	if (!r->in_callback || !r->wsi)
-		return luaws_fail(L, "Upgrade must be called before the handler yields");
-	if (sub && strlen(sub) >= LUAWS_SUBPROTOCOL_MAX)
-		return luaL_argerror(L, 2, "subprotocol name too long");
-	luaws_headers_store(L, 3, &loop->upgrade_headers);
+	if (!wsi)
+		return luaws_fail(L, "the client has gone");
+	if (sub && (strlen(sub) >= LUAWS_SUBPROTOCOL_MAX || strpbrk(sub, "\r\n")))
+		return luaL_argerror(L, 3, "invalid subprotocol name");
+	luaws_headers_store(L, 4, &extra);
+	luaws_ws_accept(key, accept);
+	n = lws_snprintf(line, sizeof(line),
+			 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s",
+			 accept, sub && *sub ? "Sec-WebSocket-Protocol: " : "",
+			 sub && *sub ? sub : "", sub && *sub ? "\r\n" : "");
+	if (luaws_buf_reserve(&out, LWS_PRE + (size_t)n + 2)) {
+		luaws_buf_free(&extra);
+		return luaL_error(L, "luaws: out of memory");
+	}
+	out.len = LWS_PRE;
+	memcpy(out.data + out.len, line, (size_t)n);
+	out.len += (size_t)n;
+	if (luaws_headers_append(&out, &extra) || luaws_buf_reserve(&out, 2)) {
+		luaws_buf_free(&extra);
+		luaws_buf_free(&out);
+		return luaL_error(L, "luaws: out of memory");
+	}
+	luaws_buf_free(&extra);
+	memcpy(out.data + out.len, "\r\n", 2);
+	out.len += 2;
+
 	c = luaws_conn_new(L, loop, 0);
 	if (sub)
 		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
 	r->decision = UPGRADED;
-	steer_subprotocol(loop, r->wsi, sub && *sub ? c->subprotocol : NULL);
-	luaws_socket_address(lws_get_socket_fd(r->wsi), 1, c->remote, sizeof(c->remote));
-	luaws_socket_address(lws_get_socket_fd(r->wsi), 0, c->local, sizeof(c->local));
-	luaws_conn_attach(c, r->wsi);
 	r->wsi = NULL;
+	lws_set_opaque_user_data(wsi, NULL);
+	luaws_conn_attach(c, wsi);
+	n = lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW);
+	luaws_buf_free(&out);
+	if (n < 0) {
+		luaws_conn_abandon(c);
+		luaws_conn_closed(c, "write failed");
+		return luaws_fail(L, "write failed");
+	}
+	if (lws_partial_buffered(wsi))
+		lws_callback_on_writable(wsi);
+	lws_rx_flow_control(wsi, 1);
+	luaws_touched_lws(loop);
+	luaws_conn_start(c, r->early.data, r->early.len);
+	luaws_buf_free(&r->early);
 	return 1;
 }
 
-/* w:_respond(status, headers, body) -> true | nil, reason */
+/* w:_respond(status, reason, headers, body) -> true | nil, reason */
 static int l_respond(lua_State *L)
 {
 	luaws_request *r = check_request(L);
 	int status = (int)luaL_checkinteger(L, 2);
+	const char *reason = luaL_checkstring(L, 3);
 	size_t blen;
-	const char *body = luaL_optlstring(L, 4, "", &blen);
+	const char *body = luaL_optlstring(L, 5, "", &blen);
+	luaws_buf headers = {0};
+	int rc;
 
 	if (status < 100 || status > 999)
 		return luaL_argerror(L, 2, "invalid HTTP status");
+	if (strpbrk(reason, "\r\n"))
+		return luaL_argerror(L, 3, "invalid reason phrase");
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
 	if (!r->wsi)
 		return luaws_fail(L, "the client has gone");
-	luaws_headers_store(L, 3, &r->headers);
-	r->body.len = 0;
-	if (luaws_buf_reserve(&r->body, blen))
-		return luaL_error(L, "luaws: out of memory");
-	memcpy(r->body.data, body, blen);
-	r->body.len = blen;
-	r->status = status;
-	r->decision = RESPONDED;
-	if (!r->in_callback) {
-		r->response_ready = 1;
-		lws_callback_on_writable(r->wsi);
-		luaws_touched_lws(r->loop);
-	}
+	luaws_headers_store(L, 4, &headers);
+	rc = respond(r, status, reason, &headers, body, blen);
+	luaws_buf_free(&headers);
+	if (rc)
+		return luaws_fail(L, "write failed");
 	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* w:_header(name) -> value | nil: a header lws has no token for, by name, while the
- * request is being handled. */
-static int l_header(lua_State *L)
-{
-	luaws_request *r = check_request(L);
-	size_t nl;
-	const char *name = luaL_checklstring(L, 2, &nl);
-	char key[128], val[1024];
-	int n;
-	if (!r->callback_wsi || nl > sizeof(key) - 2)
-		return 0;
-	lws_snprintf(key, sizeof(key), "%s:", name);
-	n = lws_hdr_custom_copy(r->callback_wsi, val, sizeof(val), key, (int)nl + 1);
-	if (n < 0)
-		return 0;
-	lua_pushlstring(L, val, (size_t)n);
 	return 1;
 }
 
 static int request_gc(lua_State *L)
 {
 	luaws_request *r = check_request(L);
-	if (r->wsi && !r->loop->closing && r->decision == UNDECIDED) {
+	if (r->wsi && !r->loop->closing) {
 		/* the handler vanished without answering */
-		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		luaws_touched_lws(r->loop);
+		static const char msg[] = "500 Internal Server Error";
+		respond(r, 500, "Internal Server Error", NULL, msg, sizeof(msg) - 1);
 	}
-	request_detach(r);
+	r->wsi = NULL;
+	luaws_buf_free(&r->head);
+	luaws_buf_free(&r->early);
 	luaws_buf_free(&r->headers);
-	luaws_buf_free(&r->body);
 	return 0;
 }
 
@@ -378,30 +329,83 @@ static int request_tostring(lua_State *L)
 	return 1;
 }
 
-/* The address must be free: find out here, for a clear error, before lws binds it. */
-static const char *probe_bind(const struct sockaddr *sa, socklen_t sl)
+/* Accept what is waiting (a bounded batch per wake-up, for fairness) and hand each
+ * socket to lws as a raw socket. When out of descriptors, log it and pause accepting
+ * briefly instead of spinning on the listen socket. */
+static void on_listen_ready(uv_poll_t *h, int status, int events)
 {
-	int fd = socket(sa->sa_family, SOCK_STREAM, 0), one = 1;
-	const char *err = NULL;
-	if (fd < 0)
-		return strerror(errno);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, sa, sl))
-		err = strerror(errno);
-	close(fd);
-	return err;
+	luaws_listener *l = h->data;
+	int i;
+	(void)events;
+	if (status < 0 || l->closing)
+		return;
+	for (i = 0; i < 64; i++) {
+		lws_adopt_desc_t info;
+		int one = 1, fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			fprintf(stderr, "luaws: accept: %s; accepting again in %d ms\n",
+				strerror(errno), ACCEPT_BACKOFF_MS);
+			uv_poll_stop(&l->poll);
+			uv_timer_start(&l->backoff, on_backoff_done, ACCEPT_BACKOFF_MS, 0);
+			break;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		memset(&info, 0, sizeof(info));
+		info.vh = l->loop->vhost;
+		info.type = LWS_ADOPT_SOCKET;
+		info.fd.sockfd = fd;
+		info.vh_prot_name = luaws_protocols[0].name;
+		info.opaque = l;
+		if (!lws_adopt_descriptor_vhost_via_info(&info))
+			fprintf(stderr, "luaws: cannot adopt an accepted connection\n");
+	}
+	luaws_touched_lws(l->loop);
 }
 
-/* core.listen(ip | nil, port, on_request) -> server, port | nil, reason */
+static void on_backoff_done(uv_timer_t *t)
+{
+	luaws_listener *l = t->data;
+	if (!l->closing)
+		uv_poll_start(&l->poll, UV_READABLE, on_listen_ready);
+}
+
+static void listener_handle_closed(uv_handle_t *h)
+{
+	luaws_listener *l = h->data;
+	if (--l->open_handles == 0)
+		free(l);
+}
+
+/* Stop listening and free the port at once; established connections stay. */
+static void listener_close(luaws_listener *l)
+{
+	if (l->closing)
+		return;
+	l->closing = 1;
+	uv_poll_stop(&l->poll);
+	close(l->fd);
+	uv_close((uv_handle_t *)&l->poll, listener_handle_closed);
+	uv_close((uv_handle_t *)&l->backoff, listener_handle_closed);
+}
+
+/* core.listen(ip | nil, port, on_request [, handshake_timeout [, reuseport]]) -> server,
+ * port | nil, reason. on_request(w, method, target, headers, remote) runs for each
+ * request head. */
 static int l_listen(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
 	const char *ip = luaL_optstring(L, 1, NULL);
 	lua_Integer port = luaL_checkinteger(L, 2);
-	struct lws_context_creation_info info;
+	double hs_timeout = luaL_optnumber(L, 4, 10);
+	int reuseport = lua_toboolean(L, 5), one = 1, zero = 0, fd;
 	struct sockaddr_storage ss;
-	const char *err;
+	socklen_t sl;
 	luaws_server *s;
+	luaws_listener *l;
 
 	luaL_checktype(L, 3, LUA_TFUNCTION);
 	if (port < 0 || port > 65535)
@@ -412,31 +416,47 @@ static int l_listen(lua_State *L)
 		return luaws_fail(L, "not an IP address");
 	if (!ip)
 		uv_ip6_addr("::", (int)port, (struct sockaddr_in6 *)&ss);
-	err = probe_bind((struct sockaddr *)&ss, ss.ss_family == AF_INET6 ?
-			 sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-	if (err)
-		return luaws_fail(L, err);
+	sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	luaws_loop_context(L, loop);
 
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return luaws_fail(L, strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (!ip) /* every interface, IPv4 too */
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, SOMAXCONN)) {
+		int err = errno;
+		close(fd);
+		return luaws_fail(L, strerror(err));
+	}
+	sl = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(fd);
+		return luaL_error(L, "luaws: out of memory");
+	}
+	l->kind = LUAWS_KIND_LISTENER;
+	l->loop = loop;
+	l->fd = fd;
+	l->handshake_timeout = hs_timeout > 0 ? (hs_timeout < 1 ? 1 : (int)(hs_timeout + 0.5)) : 0;
+	uv_poll_init_socket(&loop->uv, &l->poll, fd);
+	uv_timer_init(&loop->uv, &l->backoff);
+	l->poll.data = l->backoff.data = l;
+	l->open_handles = 2;
+	uv_poll_start(&l->poll, UV_READABLE, on_listen_ready);
+
 	s = lua_newuserdatauv(L, sizeof(*s), 0);
-	memset(s, 0, sizeof(*s));
-	s->loop = loop;
+	s->listener = l;
+	s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
+						   ((struct sockaddr_in *)&ss)->sin_port);
 	luaL_setmetatable(L, LUAWS_SERVER_MT);
-	memset(&info, 0, sizeof(info));
-	info.port = port ? (int)port : 0;
-	info.iface = ip;
-	info.protocols = loop->protocols;
-	info.vhost_name = "luaws";
-	info.user = s;
-	info.retry_and_idle_policy = &no_idle_pings;
-	if (ip && strchr(ip, '.'))
-		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-	s->vhost = lws_create_vhost(loop->ctx, &info);
-	if (!s->vhost)
-		return luaws_fail(L, "cannot listen");
-	s->port = lws_get_vhost_listen_port(s->vhost);
 	lua_pushvalue(L, 3);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, s);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, l); /* registry[listener] = on_request */
 	lua_pushinteger(L, s->port);
 	return 2;
 }
@@ -452,17 +472,24 @@ static int server_port(lua_State *L)
 	return 1;
 }
 
-/* server:_close(): stop listening. Established connections stay. */
+/* server:_close(): stop listening. Established connections stay. Also __gc. */
 static int server_close(lua_State *L)
 {
 	luaws_server *s = check_server(L);
-	if (s->vhost && !s->loop->closing) {
-		lws_vhost_destroy(s->vhost);
-		luaws_touched_lws(s->loop);
+	luaws_listener *l = s->listener;
+	if (l) {
+		s->listener = NULL;
+		lua_pushnil(L);
+		lua_rawsetp(L, LUA_REGISTRYINDEX, l);
+		if (!l->loop->closing) {
+			listener_close(l);
+		} else {
+			/* the loop went first and closed the handles itself */
+			if (!l->closing)
+				close(l->fd);
+			free(l);
+		}
 	}
-	s->vhost = NULL;
-	lua_pushnil(L);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, s);
 	return 0;
 }
 
@@ -470,14 +497,13 @@ static int server_tostring(lua_State *L)
 {
 	luaws_server *s = check_server(L);
 	lua_pushfstring(L, "luaws.Server: %p (%s, port %d)", (void *)s,
-			s->vhost ? "listening" : "closed", s->port);
+			s->listener ? "listening" : "closed", s->port);
 	return 1;
 }
 
 static const luaL_Reg request_methods[] = {
 	{"_upgrade", l_upgrade},
 	{"_respond", l_respond},
-	{"_header", l_header},
 	{NULL, NULL},
 };
 
@@ -501,6 +527,8 @@ int luaws_server_open(lua_State *L)
 	luaL_newmetatable(L, LUAWS_SERVER_MT);
 	luaL_newlib(L, server_methods);
 	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, server_close);
+	lua_setfield(L, -2, "__gc");
 	lua_pushcfunction(L, server_tostring);
 	lua_setfield(L, -2, "__tostring");
 	lua_pop(L, 1);

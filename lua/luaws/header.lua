@@ -5,20 +5,11 @@ local M = {}
 local methods = {}
 local Header = { __name = "luaws.Header" }
 
--- Headers lws has no token for are fetched from the live request by name (server.lua).
-local fallback = setmetatable({}, { __mode = "k" })
-
 Header.__index = function(h, k)
   local m = methods[k]
   if m then return m end
   if type(k) ~= "string" then return nil end
-  local lk = k:lower()
-  local v = rawget(h, lk)
-  if v == nil and fallback[h] then
-    v = fallback[h](lk)
-    if v ~= nil then rawset(h, lk, v) end
-  end
-  return v
+  return rawget(h, k:lower())
 end
 
 Header.__newindex = function(h, k, v)
@@ -54,16 +45,21 @@ end
 
 function methods:Del(name) rawset(self, name:lower(), nil) end
 
--- new([plain table], [lookup function for missing names]) -> Header
-function M.new(t, lookup)
+-- new([plain table]) -> Header
+function M.new(t)
   local h = setmetatable({}, Header)
   if t then
     for k, v in pairs(t) do
       if type(k) == "string" then h[k] = v end
     end
   end
-  if lookup then fallback[h] = lookup end
   return h
+end
+
+-- The first value of a received header (a string, or a list when repeated).
+function M.first(v)
+  if type(v) == "table" then return v[1] end
+  return v
 end
 
 function M.is(h) return getmetatable(h) == Header end

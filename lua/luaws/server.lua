@@ -8,6 +8,7 @@ local header = require "luaws.header"
 local conn = require "luaws.conn"
 
 local M = {}
+local unescape
 
 local status_text = {
   [200] = "OK", [201] = "Created", [204] = "No Content", [301] = "Moved Permanently",
@@ -17,6 +18,11 @@ local status_text = {
   [503] = "Service Unavailable",
 }
 function M.StatusText(code) return status_text[code] or "" end
+
+-- Percent-decoding of a URL path ("%2F" stays a byte of the path, as in Go's URL.Path).
+unescape = function(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
 
 -- ResponseWriter: what a handler writes a plain HTTP answer through.
 local ResponseWriter = { __name = "luaws.ResponseWriter" }
@@ -58,7 +64,8 @@ local function finish(w)
     w.header:Set("Content-Type", body:find("^%s*<") and "text/html; charset=utf-8" or
       "text/plain; charset=utf-8")
   end
-  w.req:_respond(w.status or 200, header.flatten(w.header), body)
+  local status = w.status or 200
+  w.req:_respond(status, status_text[status] or "Status", header.flatten(w.header), body)
 end
 
 -- Error(w, text, status): Go's http.Error.
@@ -122,17 +129,18 @@ local function dispatch(handler)
   else
     serve = function(w, r) return handler:ServeHTTP(w, r) end
   end
-  return function(req, method, path, query, headers, remote)
+  return function(req, method, target, headers, remote)
     local w = new_writer(req)
+    local path, query = target:match("^([^?]*)%??(.*)$")
     local r = {
       Method = method,
-      URL = { Path = path, RawQuery = table.concat(query, "&") },
-      Header = header.new(headers, function(name) return req:_header(name) end),
-      Host = headers.host or "",
+      URL = { Path = unescape(path), RawPath = path, RawQuery = query },
+      Header = header.new(headers),
+      Host = header.first(headers.host) or "",
       RemoteAddr = remote,
       Proto = "HTTP/1.1",
+      RequestURI = target,
     }
-    r.RequestURI = #query > 0 and (path .. "?" .. r.URL.RawQuery) or path
     sched.start(serve, function(ok)
       if w.conn then
         if not ok then conn.abort(w.conn, 1011, "internal server error") end
@@ -168,7 +176,7 @@ end
 
 local live_servers = {}
 
-function M.Listen(addr, handler)
+function M.Listen(addr, handler, opts)
   local host, port, why = parse_addr(addr)
   if not port then
     return nil, errors.new("listen tcp " .. tostring(addr) .. ": " .. why)
@@ -177,7 +185,14 @@ function M.Listen(addr, handler)
   if type(handler) ~= "function" and not (type(handler) == "table" and handler.ServeHTTP) then
     error("bad argument #2 to 'Listen' (function or ServeMux expected)", 2)
   end
-  local srv, p = core.listen(host, port, dispatch(handler))
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'Listen' (table expected)", 2)
+  end
+  local timeout = opts and opts.HandshakeTimeout or 10
+  if type(timeout) ~= "number" then
+    error("Listen: HandshakeTimeout must be a number of seconds", 2)
+  end
+  local srv, p = core.listen(host, port, dispatch(handler), timeout)
   if not srv then
     return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))
   end
@@ -323,7 +338,7 @@ function Upgrader:Upgrade(w, r, response_header)
   if w.answered then
     return nil, errors.new("websocket: the response was already written")
   end
-  local c, err = w.req:_upgrade(sub, extra)
+  local c, err = w.req:_upgrade(key, sub, extra)
   if not c then
     return nil, errors.new("websocket: " .. err)
   end

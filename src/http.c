@@ -1,0 +1,195 @@
+/*
+ * The HTTP/1.1 side of the opening handshake (RFC 6455 §4, RFC 9112): collecting a
+ * request or response head from the socket, splitting it into the start line and a
+ * header list, and the Sec-WebSocket-Key / Sec-WebSocket-Accept computation.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+
+#include "luaws.h"
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/* Append bytes to the head until its blank line: returns how many of the len bytes
+ * belong to the head once it is complete (the rest is the body or frames), 0 when all
+ * were taken and more are needed, -1 when the head outgrew max. */
+long luaws_http_feed(luaws_buf *head, const unsigned char *in, size_t len, size_t max)
+{
+	size_t i;
+	for (i = 0; i < len; i++) {
+		if (head->len >= max)
+			return -1;
+		if (luaws_buf_reserve(head, 1))
+			return -1;
+		head->data[head->len++] = in[i];
+		if (in[i] == '\n' && head->len >= 2 &&
+		    (head->data[head->len - 2] == '\n' ||
+		     (head->len >= 3 && head->data[head->len - 2] == '\r' &&
+		      head->data[head->len - 3] == '\n')))
+			return (long)i + 1;
+	}
+	return 0;
+}
+
+static int is_tchar(int c)
+{
+	return c > 32 && c < 127 && !strchr("\"(),/:;<=>?@[\\]{}", c);
+}
+
+/* Cut the next line (CRLF or LF) off *p: returns it NUL-terminated, or NULL at end. */
+static char *next_line(char **p, char *end)
+{
+	char *line = *p, *nl;
+	if (line >= end)
+		return NULL;
+	nl = memchr(line, '\n', (size_t)(end - line));
+	if (!nl)
+		return NULL;
+	*p = nl + 1;
+	if (nl > line && nl[-1] == '\r')
+		nl--;
+	*nl = '\0';
+	return line;
+}
+
+/* Parse the header lines after the start line into out ("name\0value\0", names lower
+ * case, values trimmed). -1 on a malformed line. */
+static int parse_fields(char *p, char *end, luaws_buf *out)
+{
+	char *line;
+	int count = 0;
+	out->len = 0;
+	while ((line = next_line(&p, end)) && *line) {
+		char *colon = strchr(line, ':'), *v, *ve, *k;
+		size_t nl, vl;
+		if (!colon || colon == line || ++count > 100)
+			return -1;
+		for (k = line; k < colon; k++) {
+			if (!is_tchar((unsigned char)*k))
+				return -1; /* also refuses obsolete line folding and "name :" */
+			*k = (char)tolower((unsigned char)*k);
+		}
+		v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		ve = v + strlen(v);
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		nl = (size_t)(colon - line);
+		vl = (size_t)(ve - v);
+		if (memchr(v, '\r', vl) || luaws_buf_reserve(out, nl + vl + 2))
+			return -1;
+		memcpy(out->data + out->len, line, nl);
+		out->data[out->len + nl] = '\0';
+		out->len += nl + 1;
+		memcpy(out->data + out->len, v, vl);
+		out->data[out->len + vl] = '\0';
+		out->len += vl + 1;
+	}
+	return 0;
+}
+
+/* Split a complete request head (modified in place): *method and *target point into
+ * it; headers go to out. -1 when it is not an HTTP/1.x request. */
+int luaws_http_parse_request(luaws_buf *head, char **method, char **target, luaws_buf *out)
+{
+	char *p = (char *)head->data, *end = p + head->len, *line, *sp1, *sp2, *c;
+
+	/* tolerate empty lines before the request line (RFC 9112 §2.2) */
+	do {
+		line = next_line(&p, end);
+	} while (line && !*line);
+	if (!line)
+		return -1;
+	sp1 = strchr(line, ' ');
+	if (!sp1)
+		return -1;
+	sp2 = strchr(sp1 + 1, ' ');
+	if (!sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) || !isdigit((unsigned char)sp2[8]) || sp2[9])
+		return -1;
+	*sp1 = *sp2 = '\0';
+	for (c = line; *c; c++)
+		if (!is_tchar((unsigned char)*c))
+			return -1;
+	if (!*line || !sp1[1])
+		return -1;
+	for (c = sp1 + 1; *c; c++)
+		if ((unsigned char)*c <= 32 || *c == 127)
+			return -1;
+	*method = line;
+	*target = sp1 + 1;
+	return parse_fields(p, end, out);
+}
+
+/* Split a complete response head: the status code, headers to out. -1 when malformed. */
+int luaws_http_parse_response(luaws_buf *head, int *status, luaws_buf *out)
+{
+	char *p = (char *)head->data, *end = p + head->len, *line = next_line(&p, end);
+	if (!line || strncmp(line, "HTTP/1.", 7) || !isdigit((unsigned char)line[7]) ||
+	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
+	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
+	    (line[12] && line[12] != ' '))
+		return -1;
+	*status = atoi(line + 9);
+	return parse_fields(p, end, out);
+}
+
+/* The value of the first header called name (lower case) in the list, or NULL. */
+const char *luaws_http_header(const luaws_buf *list, const char *name)
+{
+	const char *n, *v;
+	size_t off = 0;
+	while (luaws_headers_next(list, &off, &n, &v))
+		if (!strcmp(n, name))
+			return v;
+	return NULL;
+}
+
+/* Does some header called name carry token (comma-separated, any case)? */
+int luaws_http_has_token(const luaws_buf *list, const char *name, const char *token)
+{
+	const char *n, *v;
+	size_t off = 0, tl = strlen(token);
+	while (luaws_headers_next(list, &off, &n, &v)) {
+		if (strcmp(n, name))
+			continue;
+		while (*v) {
+			const char *e;
+			size_t l;
+			while (*v == ' ' || *v == '\t' || *v == ',')
+				v++;
+			e = v;
+			while (*e && *e != ',')
+				e++;
+			l = (size_t)(e - v);
+			while (l && (v[l - 1] == ' ' || v[l - 1] == '\t'))
+				l--;
+			if (l == tl && !strncasecmp(v, token, tl))
+				return 1;
+			v = e;
+		}
+	}
+	return 0;
+}
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 characters. */
+void luaws_ws_accept(const char *key, char out[32])
+{
+	unsigned char buf[128], md[20];
+	size_t kl = strlen(key);
+	if (kl > sizeof(buf) - sizeof(ws_guid))
+		kl = sizeof(buf) - sizeof(ws_guid);
+	memcpy(buf, key, kl);
+	memcpy(buf + kl, ws_guid, sizeof(ws_guid) - 1);
+	lws_SHA1(buf, kl + sizeof(ws_guid) - 1, md);
+	lws_b64_encode_string((const char *)md, 20, out, 32);
+}
+
+/* A fresh Sec-WebSocket-Key: 16 random bytes in base64 (24 characters). */
+void luaws_ws_new_key(char out[32])
+{
+	unsigned char nonce[16];
+	arc4random_buf(nonce, sizeof(nonce));
+	lws_b64_encode_string((const char *)nonce, sizeof(nonce), out, 32);
+}
