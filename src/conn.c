@@ -310,13 +310,17 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 		return fail(c, 1009, "message too big");
 	if (c->in.data[c->partial] == 1 && !text_chunk_valid(c, ev->data, ev->len, final))
 		return fail(c, 1007, "invalid UTF-8 in text message");
-	if (ev->len) {
+	if (ev->len && !c->discarding) {
 		if (luaws_buf_reserve(&c->in, ev->len))
 			return fail(c, 1011, "out of memory");
 		memcpy(c->in.data + c->in.len, ev->data, ev->len);
 		c->in.len += ev->len;
 	}
-	if (final) {
+	if (final && c->discarding) {
+		c->discarding = 0;
+		c->in.len = c->partial;
+		c->partial = NO_PARTIAL;
+	} else if (final) {
 		size_t stored = c->in.len - c->partial - RECORD_HEADER;
 		memcpy(c->in.data + c->partial + 1, &stored, sizeof(stored));
 		c->partial = NO_PARTIAL;
@@ -797,6 +801,23 @@ static int l_read_part(lua_State *L)
 	return push_no_message(L, c);
 }
 
+/* conn:_discard(): drop the message a streaming reader left unfinished (the rest of it
+ * is skipped as it arrives). */
+static int l_discard(lua_State *L)
+{
+	luaws_conn *c = check_conn(L);
+	c->streaming = 0;
+	if (c->in_msgs) {
+		pop_head(c, record_len(c));
+	} else if (c->partial != NO_PARTIAL && c->partial == c->in_head) {
+		c->in.len = c->partial + RECORD_HEADER;
+		c->head_taken = 0;
+		c->discarding = 1;
+	}
+	update_rx(c);
+	return 0;
+}
+
 /* conn:_control() -> opcode, payload of the next ping/pong kept for Lua | nothing */
 static int l_control(lua_State *L)
 {
@@ -1028,6 +1049,7 @@ static const luaL_Reg conn_methods[] = {
 	{"_read", l_read},
 	{"_next", l_next},
 	{"_read_part", l_read_part},
+	{"_discard", l_discard},
 	{"_control", l_control},
 	{"_handlers", l_handlers},
 	{"_read_limit", l_read_limit},

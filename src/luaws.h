@@ -121,7 +121,7 @@ typedef struct luaws_conn {
 	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1,
 		 rx_failed : 1, streaming : 1, closing_tcp : 1, read_timed_out : 1,
 		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1,
-		 close_reply_due : 1;
+		 close_reply_due : 1, discarding : 1;
 	unsigned char utf8_need, utf8_lo, utf8_hi; /* UTF-8 check across text fragments */
 	unsigned char ctl_len;
 	unsigned char ctl[125];   /* the control frame being received */

@@ -4,6 +4,7 @@ local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"
 local header = require "luaws.header"
+local conn = require "luaws.conn"
 
 local M = {}
 
@@ -97,7 +98,10 @@ function Dialer:Dial(url, request_header)
   if status and status > 0 then
     resp = { StatusCode = status, Header = header.new(resp_headers) }
   end
-  if c:_state() == "open" then return c, resp end
+  if c:_state() == "open" then
+    conn.set_write_buffer(c, self.WriteBufferSize)
+    return c, resp
+  end
 
   local why = c:_error() or "connection failed"
   if resp and status ~= 101 or why == "bad handshake" then

@@ -1,5 +1,7 @@
 -- The gorilla-shaped methods of luaws.Conn, added to the C userdata's method table:
--- ReadMessage, WriteMessage, Close and friends. Errors are permanent, as in gorilla.
+-- reading (ReadMessage, NextReader, handlers, deadlines, limit), writing (WriteMessage,
+-- NextWriter, WriteControl, prepared messages, JSON) and closing. Errors are permanent,
+-- as in gorilla: after a read error every read returns it, the same for writes.
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"
@@ -9,9 +11,17 @@ local M = {}
 M.TextMessage, M.BinaryMessage, M.CloseMessage, M.PingMessage, M.PongMessage = 1, 2, 8, 9, 10
 
 local Conn, conn_mt = core.conn_methods()
-local read_error = setmetatable({}, { __mode = "k" })
-local write_error = setmetatable({}, { __mode = "k" })
-local reader = setmetatable({}, { __mode = "k" })
+
+-- Lua-side state of each connection, created on first use.
+local states = setmetatable({}, { __mode = "k" })
+local function state(c)
+  local st = states[c]
+  if not st then
+    st = { write_buffer = 4096 }
+    states[c] = st
+  end
+  return st
+end
 
 local function check_conn(c, method)
   if getmetatable(c) ~= conn_mt then
@@ -21,72 +31,476 @@ local function check_conn(c, method)
 end
 M.is_conn = function(c) return getmetatable(c) == conn_mt end
 
--- The error a closed connection reports to its reader.
-local function closed_error(c, code, text)
-  local err = errors.CloseError(code, text)
-  if code == 1006 then
-    local why = c:_error()
-    if why then err = errors.CloseError(code, why) end
+-- Set by server.lua and client.lua from Upgrader/Dialer.WriteBufferSize.
+function M.set_write_buffer(c, n)
+  if type(n) == "number" and n > 0 then state(c).write_buffer = math.floor(n) end
+end
+
+local timeout_error = errors.new("websocket: i/o timeout", { timeout = true })
+
+---------------------------------------------------------------------------------------
+-- reading
+
+-- Run the Lua ping/pong handlers for control frames the C side kept for them.
+local function run_control_handlers(c, st)
+  while true do
+    local op, data = c:_control()
+    if not op then return nil end
+    local h = op == 9 and st.ping_handler or st.pong_handler
+    if h then
+      local err = h(data)
+      if err ~= nil then return err end
+    end
   end
+end
+
+-- The read side ended: build the permanent error (running a Lua close handler first).
+local function read_ended(c, st, code, text, peer_close)
+  local err
+  if code == -1 then
+    err = timeout_error
+  elseif code == 1009 and not peer_close and text == "message too big" then
+    err = errors.ErrReadLimit
+  else
+    err = errors.CloseError(code, text)
+    if code == 1006 then
+      local why = c:_error()
+      if why then err = errors.CloseError(code, why) end
+    end
+    if peer_close and st.close_handler then
+      local herr = st.close_handler(code, text)
+      if herr ~= nil then err = herr end
+    end
+  end
+  st.read_err = err
   return err
+end
+
+-- Start a read: refuse a second concurrent reader, drop what an unfinished NextReader
+-- left. Returns the state, or nil and the error to return.
+local function begin_read(c, method)
+  local st = state(c)
+  if st.read_err then return nil, st.read_err end
+  local co = sched.current() or true
+  if st.reader and st.reader ~= co then
+    return nil, errors.new("websocket: concurrent " .. method .. " on one connection")
+  end
+  if st.open_reader then
+    st.open_reader.done = true
+    st.open_reader = nil
+    c:_discard()
+  end
+  return st
+end
+
+-- Wait for the C side to report, then loop (the reader is marked while it waits).
+local function wait_read(c, st)
+  st.reader = sched.current() or true
+  sched.wait(c)
+  st.reader = nil
 end
 
 -- c:ReadMessage() -> messageType, data | nil, nil, err
 function Conn:ReadMessage()
   check_conn(self, "ReadMessage")
-  local err = read_error[self]
-  if err then return nil, nil, err end
-  local co = sched.current()
-  if reader[self] and reader[self] ~= co then
-    return nil, nil, errors.new("websocket: concurrent ReadMessage on one connection")
-  end
+  local st, err = begin_read(self, "ReadMessage")
+  if not st then return nil, nil, err end
   while true do
-    local mt, data, text = self:_read()
+    err = run_control_handlers(self, st)
+    if err ~= nil then st.read_err = err; return nil, nil, err end
+    local mt, data, text, peer = self:_read()
     if mt then return mt, data end
-    if mt == nil then
-      err = closed_error(self, data, text)
-      read_error[self] = err
-      return nil, nil, err
-    end
-    reader[self] = co or true
-    sched.wait(self)
-    reader[self] = nil
+    if mt == nil then return nil, nil, read_ended(self, st, data, text, peer) end
+    wait_read(self, st)
   end
 end
 
-local control = { [8] = true, [9] = true, [10] = true }
+-- The reader NextReader returns: Read(n) gives the message in chunks as they arrive.
+local Reader = { __name = "luaws.MessageReader" }
+Reader.__index = Reader
 
--- c:WriteMessage(messageType, data) -> true | nil, err
-function Conn:WriteMessage(mt, data)
-  check_conn(self, "WriteMessage")
-  if type(mt) ~= "number" or not (mt == 1 or mt == 2 or control[mt]) then
-    error("bad argument #1 to 'WriteMessage' (unknown message type " .. tostring(mt) .. ")", 2)
+-- r:Read([n]) -> up to n bytes (default 64 KiB) | nil, websocket.EOF at the end | nil, err
+function Reader:Read(n)
+  if getmetatable(self) ~= Reader then error("bad self to 'Read' (luaws.MessageReader expected)", 2) end
+  if n ~= nil and (type(n) ~= "number" or n < 1) then
+    error("bad argument #1 to 'Read' (positive number expected)", 2)
   end
-  if data == nil then data = "" end
-  if type(data) ~= "string" then
-    error("bad argument #2 to 'WriteMessage' (string expected, got " .. type(data) .. ")", 2)
+  if self.done then return nil, self.err or M.EOF end
+  local c, st = self.conn, state(self.conn)
+  while true do
+    local err = run_control_handlers(c, st)
+    if err ~= nil then st.read_err = err; self.done, self.err = true, err; return nil, err end
+    local data, eof, text, peer = c:_read_part(n)
+    if data then
+      if eof then
+        self.done = true
+        st.open_reader = nil
+        if data == "" then return nil, M.EOF end
+      end
+      if data ~= "" then return data end
+    elseif data == nil then
+      err = read_ended(c, st, eof, text, peer)
+      self.done, self.err = true, err
+      st.open_reader = nil
+      return nil, err
+    else
+      wait_read(c, st)
+    end
   end
-  local err = write_error[self]
-  if err then return nil, err end
-  if control[mt] and #data > 125 then
-    return nil, errors.new("websocket: invalid control frame")
+end
+
+-- r:ReadAll() -> the rest of the message | nil, err
+function Reader:ReadAll()
+  local parts = {}
+  while true do
+    local data, err = self:Read(1024 * 1024)
+    if not data then
+      if err == M.EOF then return table.concat(parts) end
+      return nil, err
+    end
+    parts[#parts + 1] = data
   end
-  local ok, reason = self:_write(mt, data)
-  while ok == false do
-    sched.wait(self)
-    ok, reason = self:_drained()
+end
+
+M.EOF = errors.new("EOF")
+
+-- c:NextReader() -> messageType, reader | nil, nil, err
+function Conn:NextReader()
+  check_conn(self, "NextReader")
+  local st, err = begin_read(self, "NextReader")
+  if not st then return nil, nil, err end
+  while true do
+    err = run_control_handlers(self, st)
+    if err ~= nil then st.read_err = err; return nil, nil, err end
+    local mt, code, text, peer = self:_next()
+    if mt then
+      local r = setmetatable({ conn = self, mt = mt }, Reader)
+      st.open_reader = r
+      return mt, r
+    end
+    if mt == nil then return nil, nil, read_ended(self, st, code, text, peer) end
+    wait_read(self, st)
   end
-  if ok then return true end
+end
+
+-- c:SetReadLimit(n): a message longer than n bytes fails the connection (1009) and
+-- the read returns ErrReadLimit. 0: no limit.
+function Conn:SetReadLimit(n)
+  check_conn(self, "SetReadLimit")
+  if type(n) ~= "number" then error("bad argument #1 to 'SetReadLimit' (number expected)", 2) end
+  self:_read_limit(math.floor(n))
+  return true
+end
+
+local function set_deadline(c, which, t, method)
+  check_conn(c, method)
+  if t ~= nil and type(t) ~= "number" then
+    error("bad argument #1 to '" .. method .. "' (time from websocket.Now() or nil expected)", 3)
+  end
+  if t == nil or t == 0 then
+    c:_deadline(which, nil)
+  else
+    c:_deadline(which, t - core.now())
+  end
+  return true
+end
+
+-- c:SetReadDeadline(t) / c:SetWriteDeadline(t): t absolute, from websocket.Now();
+-- nil or 0 clears. A passed deadline breaks that side for good (err.timeout == true).
+function Conn:SetReadDeadline(t) return set_deadline(self, "read", t, "SetReadDeadline") end
+function Conn:SetWriteDeadline(t) return set_deadline(self, "write", t, "SetWriteDeadline") end
+
+---------------------------------------------------------------------------------------
+-- control frame handlers (gorilla's defaults live in C and run without a reader)
+
+local function sync_handlers(c, st)
+  c:_handlers(st.ping_handler ~= nil, st.pong_handler ~= nil, st.close_handler ~= nil)
+end
+
+local function check_handler(h, method)
+  if h ~= nil and type(h) ~= "function" then
+    error("bad argument #1 to '" .. method .. "' (function or nil expected)", 3)
+  end
+end
+
+-- SetPingHandler(h): h(appData) runs when the reader meets a ping; it answers it
+-- itself (c:WriteControl(PongMessage, appData)). nil restores the default, which
+-- answers every ping at once, reader or not.
+function Conn:SetPingHandler(h)
+  check_conn(self, "SetPingHandler")
+  check_handler(h, "SetPingHandler")
+  local st = state(self)
+  st.ping_handler = h
+  sync_handlers(self, st)
+end
+
+function Conn:SetPongHandler(h)
+  check_conn(self, "SetPongHandler")
+  check_handler(h, "SetPongHandler")
+  local st = state(self)
+  st.pong_handler = h
+  sync_handlers(self, st)
+end
+
+-- SetCloseHandler(h): h(code, text) runs when the reader meets the peer's close frame;
+-- it answers it itself. nil restores the default (answer with the same code).
+function Conn:SetCloseHandler(h)
+  check_conn(self, "SetCloseHandler")
+  check_handler(h, "SetCloseHandler")
+  local st = state(self)
+  st.close_handler = h
+  sync_handlers(self, st)
+end
+
+function Conn:PingHandler()
+  check_conn(self, "PingHandler")
+  return state(self).ping_handler or function(data)
+    local ok, err = self:WriteControl(M.PongMessage, data)
+    if not ok and err ~= errors.ErrCloseSent then return err end
+  end
+end
+
+function Conn:PongHandler()
+  check_conn(self, "PongHandler")
+  return state(self).pong_handler or function() end
+end
+
+function Conn:CloseHandler()
+  check_conn(self, "CloseHandler")
+  return state(self).close_handler or function(code)
+    self:WriteControl(M.CloseMessage, M.FormatCloseMessage(code, ""))
+  end
+end
+
+---------------------------------------------------------------------------------------
+-- writing
+
+local function write_failed(st, reason)
+  local err
   if reason == "close sent" then
-    err = errors.ErrCloseSent
+    return errors.ErrCloseSent -- not permanent by itself: the close frame went out
+  elseif reason == "timeout" then
+    err = timeout_error
   elseif reason == "closed" then
     err = errors.ErrClosed
   else
     err = errors.new("websocket: " .. reason)
   end
-  if err ~= errors.ErrCloseSent then write_error[self] = err end
-  return nil, err
+  st.write_err = err
+  return err
 end
+
+-- Data frames of one message must not mix with another message's: while a NextWriter
+-- is open, other writers wait for it to close.
+local function acquire_writer(c, st)
+  local me = sched.current() or true
+  if st.writer and st.writer.co == me then
+    st.writer:Close() -- as gorilla: a new message ends the caller's open one
+  end
+  while st.writer do
+    local co = sched.current()
+    st.write_waiters = st.write_waiters or {}
+    if co then
+      table.insert(st.write_waiters, co)
+      sched.park()
+    else
+      sched.park(function() return not st.writer end)
+    end
+  end
+end
+
+local function release_writer(st)
+  st.writer = nil
+  local q = st.write_waiters
+  if q and #q > 0 then sched.ready(table.remove(q, 1)) end
+end
+
+-- Send one frame and wait while the send queue is over its limit.
+local function send(c, st, opcode, data, fin)
+  local ok, reason = c:_write(opcode, data, fin)
+  while ok == false do
+    sched.wait(c)
+    ok, reason = c:_drained()
+  end
+  if ok then return true end
+  return nil, write_failed(st, reason)
+end
+
+local control = { [8] = true, [9] = true, [10] = true }
+
+local function check_type(mt, method)
+  if type(mt) ~= "number" or not (mt == 1 or mt == 2 or control[mt]) then
+    error("bad argument #1 to '" .. method .. "' (unknown message type " .. tostring(mt) .. ")", 3)
+  end
+end
+
+-- c:WriteMessage(messageType, data) -> true | nil, err
+function Conn:WriteMessage(mt, data)
+  check_conn(self, "WriteMessage")
+  check_type(mt, "WriteMessage")
+  if data == nil then data = "" end
+  if type(data) ~= "string" then
+    error("bad argument #2 to 'WriteMessage' (string expected, got " .. type(data) .. ")", 2)
+  end
+  local st = state(self)
+  if st.write_err then return nil, st.write_err end
+  if control[mt] then return self:WriteControl(mt, data) end
+  acquire_writer(self, st)
+  return send(self, st, mt, data, true)
+end
+
+-- c:WriteControl(messageType, data [, deadline]) -> true | nil, err. Control frames go
+-- ahead of queued data frames and never wait, so the deadline has nothing to bound.
+function Conn:WriteControl(mt, data, deadline)
+  check_conn(self, "WriteControl")
+  if mt ~= 8 and mt ~= 9 and mt ~= 10 then
+    error("bad argument #1 to 'WriteControl' (CloseMessage, PingMessage or PongMessage expected)", 2)
+  end
+  if data == nil then data = "" end
+  if type(data) ~= "string" then
+    error("bad argument #2 to 'WriteControl' (string expected, got " .. type(data) .. ")", 2)
+  end
+  if deadline ~= nil and type(deadline) ~= "number" then
+    error("bad argument #3 to 'WriteControl' (time or nil expected)", 2)
+  end
+  local st = state(self)
+  if st.write_err then return nil, st.write_err end
+  if #data > 125 then return nil, errors.new("websocket: invalid control frame") end
+  local ok, reason = self:_write(mt, data)
+  if ok ~= nil then return true end
+  return nil, write_failed(st, reason)
+end
+
+-- The writer NextWriter returns: Write buffers, each full buffer goes out as a frame,
+-- Close sends the last one.
+local Writer = { __name = "luaws.MessageWriter" }
+Writer.__index = Writer
+
+local function flush(w, final)
+  local data = table.concat(w.buf)
+  w.buf, w.size = {}, 0
+  local ok, err = send(w.conn, state(w.conn), w.opcode, data, final)
+  w.opcode = 0 -- continuation from now on
+  if not ok then w.err = err end
+  return ok, err
+end
+
+-- w:Write(data) -> #data | nil, err
+function Writer:Write(data)
+  if getmetatable(self) ~= Writer then error("bad self to 'Write' (luaws.MessageWriter expected)", 2) end
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'Write' (string expected, got " .. type(data) .. ")", 2)
+  end
+  if self.closed then return nil, errors.new("websocket: write to closed writer") end
+  if self.err then return nil, self.err end
+  self.buf[#self.buf + 1] = data
+  self.size = self.size + #data
+  if self.size >= self.limit then
+    local ok, err = flush(self, false)
+    if not ok then return nil, err end
+  end
+  return #data
+end
+
+-- w:Close() -> true | nil, err: sends the final frame.
+function Writer:Close()
+  if getmetatable(self) ~= Writer then error("bad self to 'Close' (luaws.MessageWriter expected)", 2) end
+  if self.closed then return nil, errors.new("websocket: close of closed writer") end
+  self.closed = true
+  local st = state(self.conn)
+  local ok, err = true, self.err
+  if not err then ok, err = flush(self, true) end
+  if st.writer == self then release_writer(st) end
+  if err then return nil, err end
+  return ok
+end
+
+-- c:NextWriter(messageType) -> writer | nil, err
+function Conn:NextWriter(mt)
+  check_conn(self, "NextWriter")
+  if mt ~= 1 and mt ~= 2 then
+    error("bad argument #1 to 'NextWriter' (TextMessage or BinaryMessage expected)", 2)
+  end
+  local st = state(self)
+  if st.write_err then return nil, st.write_err end
+  acquire_writer(self, st)
+  local w = setmetatable({ conn = self, opcode = mt, buf = {}, size = 0,
+    limit = st.write_buffer, co = sched.current() or true }, Writer)
+  st.writer = w
+  return w
+end
+
+-- NewPreparedMessage(messageType, data) -> pm: framed once, sent with
+-- c:WritePreparedMessage(pm) to any number of connections.
+function M.NewPreparedMessage(mt, data)
+  check_type(mt, "NewPreparedMessage")
+  if type(data) ~= "string" then
+    error("bad argument #2 to 'NewPreparedMessage' (string expected, got " .. type(data) .. ")", 2)
+  end
+  return core.prepare(mt, data)
+end
+
+function Conn:WritePreparedMessage(pm)
+  check_conn(self, "WritePreparedMessage")
+  local st = state(self)
+  if st.write_err then return nil, st.write_err end
+  acquire_writer(self, st)
+  local ok, reason = self:_write_prepared(pm)
+  while ok == false do
+    sched.wait(self)
+    ok, reason = self:_drained()
+  end
+  if ok then return true end
+  return nil, write_failed(st, reason)
+end
+
+---------------------------------------------------------------------------------------
+-- JSON (lua-cjson, else dkjson; loaded on first use)
+
+local json
+local function json_lib()
+  if json then return json end
+  local ok, lib = pcall(require, "cjson.safe")
+  if ok then
+    json = { encode = lib.encode, decode = lib.decode }
+    return json
+  end
+  ok, lib = pcall(require, "dkjson")
+  if ok then
+    json = {
+      encode = function(v) return lib.encode(v) end,
+      decode = function(s)
+        local v, _, err = lib.decode(s, 1, nil)
+        if err then return nil, err end
+        return v
+      end,
+    }
+    return json
+  end
+  error("luaws: ReadJSON/WriteJSON need lua-cjson or dkjson (apt install lua-cjson)", 3)
+end
+
+-- c:WriteJSON(v) -> true | nil, err
+function Conn:WriteJSON(v)
+  check_conn(self, "WriteJSON")
+  local s, err = json_lib().encode(v)
+  if not s then return nil, errors.new("json: " .. tostring(err)) end
+  return self:WriteMessage(M.TextMessage, s)
+end
+
+-- c:ReadJSON() -> value | nil, err (gorilla fills a struct; Lua returns the value)
+function Conn:ReadJSON()
+  check_conn(self, "ReadJSON")
+  local lib = json_lib()
+  local _, data, err = self:ReadMessage()
+  if not data then return nil, err end
+  local v, jerr = lib.decode(data)
+  if v == nil then return nil, errors.new("json: " .. tostring(jerr or "null")) end
+  return v
+end
+
+---------------------------------------------------------------------------------------
+-- closing
 
 -- c:Close(): close the connection without sending a close frame (as gorilla does).
 function Conn:Close()

@@ -32,6 +32,8 @@ local websocket = {
   ErrReadLimit = errors.ErrReadLimit,
   ErrBadHandshake = errors.ErrBadHandshake,
   ErrClosed = errors.ErrClosed,
+  EOF = conn.EOF,
+  NewPreparedMessage = conn.NewPreparedMessage,
 
   -- server (net/http + Upgrader)
   Upgrader = server.Upgrader,

@@ -344,6 +344,7 @@ function Upgrader:Upgrade(w, r, response_header)
   end
   w.answered = true
   w.conn = c
+  conn.set_write_buffer(c, self.WriteBufferSize)
   return c
 end
 
