@@ -8,3 +8,19 @@ local limit = tonumber(os.getenv("LUAWS_SPEC_TIMEOUT") or "240")
 -- A watchdog process kills this busted run if it outlives the limit.
 local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
 os.execute(string.format("(sleep %d; kill -9 %s 2>/dev/null) >/dev/null 2>&1 &", limit * 4, pid))
+
+-- Under `make test SANITIZE=1` the sanitizer runtime is preloaded into this process;
+-- child processes (shell, curl, python, go peers) must not inherit it, or its leak
+-- report on their own exit turns their status into a failure.
+local preload = os.getenv("LD_PRELOAD")
+if preload and preload:find("asan", 1, true) then
+  local clean = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
+  local execute, popen = os.execute, io.popen
+  os.execute = function(cmd, ...)
+    if cmd == nil then return execute() end
+    return execute(clean .. "sh -c " .. ("'" .. cmd:gsub("'", "'\\''") .. "'"), ...)
+  end
+  io.popen = function(cmd, ...)
+    return popen(clean .. "sh -c " .. ("'" .. cmd:gsub("'", "'\\''") .. "'"), ...)
+  end
+end

@@ -843,12 +843,31 @@ static int l_handlers(lua_State *L)
 	return 0;
 }
 
-/* conn:_read_limit(n): 0 for none. */
+/* conn:_read_limit(n): 0 for none. Messages already waiting are held to it too: the
+ * first one over it fails the connection (those before it stay readable). */
 static int l_read_limit(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
 	lua_Integer n = luaL_checkinteger(L, 2);
+	size_t off = c->in_head, i;
 	c->read_limit = n > 0 ? n : 0;
+	if (!c->read_limit || read_ended(c))
+		return 0;
+	for (i = 0; i < c->in_msgs; i++) {
+		size_t len;
+		memcpy(&len, c->in.data + off + 1, sizeof(len));
+		if (len > (size_t)c->read_limit) {
+			c->in.len = off; /* this one and everything after it are dropped */
+			c->in_msgs = i;
+			c->partial = NO_PARTIAL;
+			c->discarding = 0;
+			fail(c, 1009, "message too big");
+			return 0;
+		}
+		off += RECORD_HEADER + len;
+	}
+	if (c->partial != NO_PARTIAL && c->msg_len > (uint64_t)c->read_limit)
+		fail(c, 1009, "message too big");
 	return 0;
 }
 

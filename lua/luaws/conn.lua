@@ -312,7 +312,10 @@ end
 local function release_writer(st)
   st.writer = nil
   local q = st.write_waiters
-  if q and #q > 0 then sched.ready(table.remove(q, 1)) end
+  if q and #q > 0 then
+    st.write_waiters = nil
+    for _, co in ipairs(q) do sched.ready(co) end -- each checks again for its turn
+  end
 end
 
 -- Send one frame and wait while the send queue is over its limit.
@@ -376,16 +379,15 @@ end
 local Writer = { __name = "luaws.MessageWriter" }
 Writer.__index = Writer
 
-local function flush(w, final)
-  local data = table.concat(w.buf)
-  w.buf, w.size = {}, 0
+-- Send data as the next frame of the message.
+local function send_fragment(w, data, final)
   local ok, err = send(w.conn, state(w.conn), w.opcode, data, final)
   w.opcode = 0 -- continuation from now on
   if not ok then w.err = err end
   return ok, err
 end
 
--- w:Write(data) -> #data | nil, err
+-- w:Write(data) -> #data | nil, err. Frames carry at most WriteBufferSize bytes.
 function Writer:Write(data)
   if getmetatable(self) ~= Writer then error("bad self to 'Write' (luaws.MessageWriter expected)", 2) end
   if type(data) ~= "string" then
@@ -395,9 +397,17 @@ function Writer:Write(data)
   if self.err then return nil, self.err end
   self.buf[#self.buf + 1] = data
   self.size = self.size + #data
-  if self.size >= self.limit then
-    local ok, err = flush(self, false)
-    if not ok then return nil, err end
+  if self.size > self.limit then
+    -- keep the last (partial or full) piece: it may be the final frame
+    local all = table.concat(self.buf)
+    local pos = 1
+    while #all - pos + 1 > self.limit do
+      local ok, err = send_fragment(self, all:sub(pos, pos + self.limit - 1), false)
+      if not ok then return nil, err end
+      pos = pos + self.limit
+    end
+    local rest = all:sub(pos)
+    self.buf, self.size = { rest }, #rest
   end
   return #data
 end
@@ -409,7 +419,8 @@ function Writer:Close()
   self.closed = true
   local st = state(self.conn)
   local ok, err = true, self.err
-  if not err then ok, err = flush(self, true) end
+  if not err then ok, err = send_fragment(self, table.concat(self.buf), true) end
+  self.buf, self.size = {}, 0
   if st.writer == self then release_writer(st) end
   if err then return nil, err end
   return ok
