@@ -19,6 +19,8 @@ local DOC = "docs/API.md"
 -- How each object type is written in the headings, by source table name and by the
 -- __name of its metatable.
 local TYPE_BY_SOURCE = {
+  ["conn.lua:Reader"] = "Reader",
+  ["conn.lua:Writer"] = "Writer",
   ["conn.lua:Conn"] = "Conn",
   ["server.lua:ResponseWriter"] = "ResponseWriter",
   ["server.lua:ServeMux"] = "ServeMux",

@@ -362,6 +362,12 @@ static int l_dial(lua_State *L)
 
 	luaL_checkstring(L, 3);
 	luaL_checkstring(L, 4);
+	for (rc = 3; rc <= 6; rc++) {
+		/* path, Host, Origin, subprotocols go into the request head as they are */
+		const char *v = luaL_optstring(L, rc, "");
+		if (strpbrk(v, "\r\n"))
+			return luaL_argerror(L, rc, "invalid header value");
+	}
 	if (port <= 0 || port > 65535)
 		return luaL_argerror(L, 2, "port out of range");
 	luaws_loop_context(L, loop);

@@ -396,7 +396,7 @@ static void answer_close(luaws_conn *c)
 	if (c->lua_close || c->close_sent || !c->wsi)
 		return;
 	c->close_sent = 1;
-	send_frame(c, 8, 1, reply, c->close_code == 1005 ? 0 : 2, 1);
+	send_frame(c, 8, 1, reply, c->close_code == 1005 ? 0 : 2, 0);
 	close_when_flushed(c);
 }
 
@@ -910,7 +910,8 @@ static int l_write(lua_State *L)
 		return luaL_argerror(L, 3, "invalid control frame");
 	if (write_refused(L, c))
 		return 2;
-	if (send_frame(c, opcode, fin, (const unsigned char *)data, len, opcode >= 8))
+	/* pings and pongs go ahead of queued data; a close frame goes after it */
+	if (send_frame(c, opcode, fin, (const unsigned char *)data, len, opcode == 9 || opcode == 10))
 		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
 	if (opcode == 8)
 		sent_close(c);
@@ -931,14 +932,14 @@ static int l_write_prepared(lua_State *L)
 	if (write_refused(L, c))
 		return 2;
 	if (c->is_client) {
-		rc = send_frame(c, opcode, 1, payload, plen, opcode >= 8);
+		rc = send_frame(c, opcode, 1, payload, plen, opcode == 9 || opcode == 10);
 	} else {
 		luaws_buf *s = &c->loop->scratch;
 		s->len = 0;
 		if (luaws_buf_reserve(s, LWS_PRE + flen))
 			return luaL_error(L, "luaws: out of memory");
 		memcpy(s->data + LWS_PRE, frame, flen);
-		rc = put_bytes(c, s->data + LWS_PRE, flen, opcode >= 8);
+		rc = put_bytes(c, s->data + LWS_PRE, flen, opcode == 9 || opcode == 10);
 	}
 	if (rc)
 		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
@@ -982,7 +983,7 @@ static int l_close(lua_State *L)
 		payload[0] = (unsigned char)(code >> 8);
 		payload[1] = (unsigned char)code;
 		memcpy(payload + 2, text, tl);
-		if (send_frame(c, 8, 1, payload, tl + 2, 1) == 0)
+		if (send_frame(c, 8, 1, payload, tl + 2, 0) == 0)
 			sent_close(c);
 		return 0;
 	}

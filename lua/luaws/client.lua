@@ -89,6 +89,12 @@ function Dialer:Dial(url, request_header)
   if self.Subprotocols and #self.Subprotocols > 0 then
     subprotocols = table.concat(self.Subprotocols, ", ")
   end
+  for _, v in ipairs(extra) do
+    if v:find("[\r\n]") then error("bad argument #2 to 'Dial' (invalid header " .. v:sub(1, 40) .. ")", 2) end
+  end
+  for name, v in pairs({ Host = host_header, Origin = origin, ["Sec-WebSocket-Protocol"] = subprotocols }) do
+    if v:find("[\r\n]") then error("bad argument #2 to 'Dial' (invalid header " .. name .. ")", 2) end
+  end
 
   local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
     self.HandshakeTimeout or 0)

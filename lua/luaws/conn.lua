@@ -232,6 +232,7 @@ function Conn:SetPingHandler(h)
   local st = state(self)
   st.ping_handler = h
   sync_handlers(self, st)
+  return true
 end
 
 function Conn:SetPongHandler(h)
@@ -240,6 +241,7 @@ function Conn:SetPongHandler(h)
   local st = state(self)
   st.pong_handler = h
   sync_handlers(self, st)
+  return true
 end
 
 -- SetCloseHandler(h): h(code, text) runs when the reader meets the peer's close frame;
@@ -250,6 +252,7 @@ function Conn:SetCloseHandler(h)
   local st = state(self)
   st.close_handler = h
   sync_handlers(self, st)
+  return true
 end
 
 function Conn:PingHandler()
@@ -441,6 +444,9 @@ function Conn:NextWriter(mt)
   return w
 end
 
+local prepared_type = setmetatable({}, { __mode = "k" })
+local function pm_is_control(pm) return control[prepared_type[pm]] == true end
+
 -- NewPreparedMessage(messageType, data) -> pm: framed once, sent with
 -- c:WritePreparedMessage(pm) to any number of connections.
 function M.NewPreparedMessage(mt, data)
@@ -448,14 +454,16 @@ function M.NewPreparedMessage(mt, data)
   if type(data) ~= "string" then
     error("bad argument #2 to 'NewPreparedMessage' (string expected, got " .. type(data) .. ")", 2)
   end
-  return core.prepare(mt, data)
+  local pm = core.prepare(mt, data)
+  prepared_type[pm] = mt
+  return pm
 end
 
 function Conn:WritePreparedMessage(pm)
   check_conn(self, "WritePreparedMessage")
   local st = state(self)
   if st.write_err then return nil, st.write_err end
-  acquire_writer(self, st)
+  if not pm_is_control(pm) then acquire_writer(self, st) end
   local ok, reason = self:_write_prepared(pm)
   while ok == false do
     sched.wait(self)
@@ -479,7 +487,11 @@ local function json_lib()
   ok, lib = pcall(require, "dkjson")
   if ok then
     json = {
-      encode = function(v) return lib.encode(v) end,
+      encode = function(v)
+        local ok, s = pcall(lib.encode, v)
+        if ok then return s end
+        return nil, s
+      end,
       decode = function(s)
         local v, _, err = lib.decode(s, 1, nil)
         if err then return nil, err end
