@@ -4,8 +4,12 @@
  * scheduler, and the protected call through which lws callbacks enter Lua.
  */
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <signal.h>
+#include <sys/prctl.h>
 
 #include "luaws.h"
 
@@ -294,7 +298,31 @@ static int loop_gc(lua_State *L)
 	return 0;
 }
 
+/* core.fork() -> pid (0 in the child) | nil, reason: a worker process with a loop of
+ * its own. Only before any socket exists (the lws context would be shared). The child
+ * gets SIGTERM when its parent dies. */
+static int l_fork(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	pid_t parent = getpid(), pid;
+	if (loop->ctx)
+		return luaws_fail(L, "workers must start before any connection or listener exists");
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return luaws_fail(L, strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent) /* the parent is already gone */
+			_exit(1);
+		uv_loop_fork(&loop->uv);
+	}
+	lua_pushinteger(L, pid);
+	return 1;
+}
+
 static const luaL_Reg core_functions[] = {
+	{"fork", l_fork},
 	{"step", l_step},
 	{"pending", l_pending},
 	{"now", l_now},

@@ -192,7 +192,7 @@ function M.Listen(addr, handler, opts)
   if type(timeout) ~= "number" then
     error("Listen: HandshakeTimeout must be a number of seconds", 2)
   end
-  local srv, p = core.listen(host, port, dispatch(handler), timeout)
+  local srv, p = core.listen(host, port, dispatch(handler), timeout, opts and opts.ReusePort)
   if not srv then
     return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))
   end
@@ -215,9 +215,31 @@ function Server:Close()
   return true
 end
 
--- ListenAndServe(addr [, handler]): serve forever; returns nil, err when it cannot listen.
-function M.ListenAndServe(addr, handler)
-  local s, err = M.Listen(addr, handler)
+-- ListenAndServe(addr [, handler [, opts]]): serve forever; returns nil, err when it
+-- cannot listen. opts.Workers = N forks N-1 more processes, each with its own loop,
+-- all accepting on the same port (SO_REUSEPORT); call it before anything else.
+function M.ListenAndServe(addr, handler, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'ListenAndServe' (table expected)", 2)
+  end
+  local workers = opts and opts.Workers or 1
+  if type(workers) ~= "number" or workers < 1 then
+    error("ListenAndServe: Workers must be a positive number", 2)
+  end
+  if workers > 1 then
+    local _, port = parse_addr(addr)
+    if port == 0 then return nil, errors.new("listen tcp " .. addr .. ": Workers need a fixed port") end
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.ReusePort = true
+    opts = o
+    for _ = 2, math.floor(workers) do
+      local pid, why = core.fork()
+      if not pid then return nil, errors.new("fork: " .. tostring(why)) end
+      if pid == 0 then break end
+    end
+  end
+  local s, err = M.Listen(addr, handler, opts)
   if not s then return nil, err end
   sched.loop()
 end
