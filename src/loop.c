@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "luaws.h"
 
@@ -333,6 +334,17 @@ static const luaL_Reg core_functions[] = {
 	{NULL, NULL},
 };
 
+/* A server holds a descriptor per connection: raise the soft limit to the hard one, as
+ * Go (1.19+) does at start-up. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int luaws_loop_open(lua_State *L)
 {
 	luaws_loop *loop;
@@ -354,6 +366,7 @@ int luaws_loop_open(lua_State *L)
 		lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
 	}
 	lua_pop(L, 1);
+	raise_fd_limit();
 	lws_set_log_level(LLL_ERR, NULL);
 	luaL_setfuncs(L, core_functions, 0);
 	return 0;
