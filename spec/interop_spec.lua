@@ -3,12 +3,16 @@
 -- (Debian's 1.5, spec/peers/gorilla_*/main.go, compiled once per run).
 --
 --   peer client -> in-process luaws echo server: messages of 0 B .. 1 MiB byte-exact,
---     subprotocol negotiation, a request header in r.Header (read before Upgrade, first
---     read right after it, first read after the handler yielded), a close 4000 + text
---     both ways;
---   luaws client -> peer echo server: the same messages, fragmented messages from the
---     peer, the subprotocol and header the other way, the 1000 close handshake, and a
---     text message that is not UTF-8 (in a child process, as it can crash luaws).
+--     16 MiB text and binary messages, subprotocol negotiation, a request header in
+--     r.Header (read before Upgrade, first read right after it, first read after the
+--     handler yielded), pings both ways (the peer's answered by luaws, luaws' seen by its
+--     pong handler), a close 4000 + text both ways, a close 1001 + text from luaws, a
+--     close 1008 + text from the peer;
+--   luaws client -> peer echo server: the same messages (and 16 MiB ones), fragmented
+--     messages from the peer, the subprotocol and header the other way, pings both ways,
+--     the 1000 close handshake, a close 1001 + text from luaws, a close 1008 + text from
+--     the peer, and a text message that is not UTF-8 (in a child process, as it can
+--     crash luaws).
 --
 -- Children run in the background and are polled with websocket.Sleep, so the event loop
 -- (and with it the in-process server) keeps running while a test waits; every child is
@@ -32,6 +36,12 @@ end
 local binary_cache = {}
 local function binary(n)
   if binary_cache[n] then return binary_cache[n] end
+  if n > 65536 then
+    -- byte i, (i * 131 + (i >> 8) * 17 + 7) & 255, repeats every 65536 bytes
+    local period = binary(65536)
+    binary_cache[n] = period:rep(n // 65536) .. period:sub(1, n % 65536)
+    return binary_cache[n]
+  end
   local blocks, block = {}, {}
   for base = 0, n - 1, 256 do
     local k = 0
@@ -45,11 +55,34 @@ local function binary(n)
   return binary_cache[n]
 end
 
-local SCRIPT = {}
-for _, size in ipairs(SIZES) do
-  SCRIPT[#SCRIPT + 1] = { kind = "text", size = size, mt = websocket.TextMessage, payload = text(size) }
-  SCRIPT[#SCRIPT + 1] = { kind = "binary", size = size, mt = websocket.BinaryMessage, payload = binary(size) }
+local function script_of(sizes)
+  local script = {}
+  for _, size in ipairs(sizes) do
+    script[#script + 1] = { kind = "text", size = size, mt = websocket.TextMessage, payload = text(size) }
+    script[#script + 1] = { kind = "binary", size = size, mt = websocket.BinaryMessage, payload = binary(size) }
+  end
+  return script
 end
+
+local SCRIPT = script_of(SIZES)
+
+-- The big messages: the peer clients' mode "big" sends these, and the peer servers check
+-- any message of such a size against the shared payload (their "RECEIVED" lines).
+local BIG = script_of({ 16 * 1024 * 1024 })
+
+-- The ping payloads every peer uses, whichever side pings (spec/peers/*).
+local PING_PAYLOADS = {
+  "",
+  "ping-1",
+  (function()
+    local t = {}
+    for i = 0, 124 do t[#t + 1] = string.char(i) end
+    return table.concat(t)
+  end)(),
+  "\0\255\128 binary \1",
+  "\u{20AC}\u{1F600} utf-8",
+}
+assert(#PING_PAYLOADS[3] == 125)
 
 -- The fragmented messages the peer servers send on "FRAGMENT-TEXT" / "FRAGMENT-BINARY"
 -- (see spec/peers/py_server.py and spec/peers/gorilla_server/main.go).
@@ -171,15 +204,19 @@ local function stderr_of(err_path)
 end
 
 -- A peer client's result file: a list of lines ending with "END", parsed into
--- { echo = {["text 125"] = "ok", ...}, subprotocol = "a", close = "4000 text", error = ... }.
+-- { echo = {["text 125"] = "ok", ...}, ping = {"ok", ...}, subprotocol = "a",
+--   close = "4000 text", ["server-close"] = "1001 text", error = ... }.
 local function parse_result(s)
-  local r = { echo = {}, lines = {} }
+  local r = { echo = {}, ping = {}, lines = {} }
   for line in s:gmatch("[^\n]+") do
     r.lines[#r.lines + 1] = line
     local key, rest = line:match("^(%S+) ?(.*)$")
     if key == "echo" then
       local what, verdict = rest:match("^(%S+ %S+) (.*)$")
       r.echo[what] = verdict
+    elseif key == "ping" then
+      local i, verdict = rest:match("^(%d+) (.*)$")
+      r.ping[tonumber(i)] = verdict
     elseif key == "error" then
       r.error = (r.error and r.error .. "; " or "") .. rest
     else
@@ -213,10 +250,23 @@ local function compare(mt, data, want_mt, want)
   return "ok"
 end
 
+-- Lists of strings (ping payloads) as one readable line, for failure messages.
+local function show_list(t)
+  local parts = {}
+  for i, v in ipairs(t or {}) do
+    parts[i] = '"' .. v:gsub('[%c"\\\128-\255]', function(ch) return ("\\%d"):format(ch:byte()) end) .. '"'
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 -- The in-process luaws echo server. Its handler records what it saw in `st`. It reads
 -- the X-Interop-Token request header before Upgrade, or with late_header first right
 -- after Upgrade ("after upgrade") or first once the handler has yielded ("after yield"),
--- as gorilla handlers may.
+-- as gorilla handlers may. Its pong handler records each pong's payload in st.pongs.
+-- Two text messages are commands: "PING-ME" is echoed after the handler has pinged the
+-- peer with each of PING_PAYLOADS (c:WriteControl); "CLOSE-1001" is answered by a close
+-- 1001 "luaws server going away" (and reading goes on, for the peer's answer).
+-- st.pongs_at_ponged is what the pong handler had seen when "PONGED" was read.
 local function start_echo_server(late_header)
   local st = { received = {}, done = false, handlers = 0 }
   local upgrader = websocket.Upgrader{ Subprotocols = { "a", "b" } }
@@ -230,6 +280,8 @@ local function start_echo_server(late_header)
     end
     if late_header == "after upgrade" then st.token = r.Header:Get("X-Interop-Token") end
     st.subprotocol = c:Subprotocol()
+    st.pongs, st.ping_errs = {}, {}
+    c:SetPongHandler(function(data) st.pongs[#st.pongs + 1] = data end)
     while true do
       local mt, data, rerr = c:ReadMessage()
       if not mt then
@@ -237,7 +289,23 @@ local function start_echo_server(late_header)
         break
       end
       st.received[#st.received + 1] = { mt = mt, data = data }
-      local ok, werr = c:WriteMessage(mt, data)
+      local command = mt == websocket.TextMessage and data or nil
+      if command == "PING-ME" then
+        for i, p in ipairs(PING_PAYLOADS) do
+          local ok, perr = c:WriteControl(websocket.PingMessage, p)
+          if not ok then st.ping_errs[#st.ping_errs + 1] = ("ping %d: %s"):format(i, tostring(perr)) end
+        end
+      elseif command == "PONGED" then
+        st.pongs_at_ponged = table.move(st.pongs, 1, #st.pongs, 1, {})
+      end
+      local ok, werr
+      if command == "CLOSE-1001" then
+        st.close_ok, st.close_err = c:WriteMessage(websocket.CloseMessage,
+          websocket.FormatCloseMessage(websocket.CloseGoingAway, "luaws server going away"))
+        ok = true
+      else
+        ok, werr = c:WriteMessage(mt, data)
+      end
       if not ok then
         st.write_err = werr
         break
@@ -441,6 +509,53 @@ describe("interop", function()
           local code = (r.close or ""):match("^(%d+)")
           assert.are.equal("4000", code, "close code the peer got back (line: " .. tostring(r.close) .. ")")
         end)
+
+        it("echoes text and binary messages of 16 MiB byte-exact", function()
+          local r, st = exchange("big", 40)
+          assert.is_nil(r.error, "peer client reported: " .. tostring(r.error))
+          for i, m in ipairs(BIG) do
+            local what = m.kind .. " " .. m.size
+            assert.are.equal("ok", r.echo[what], "echo of " .. what .. " as checked by the peer")
+            local got = st.received[i] or {}
+            assert.are.equal("ok", compare(got.mt, got.data, m.mt, m.payload),
+              "message #" .. i .. " (" .. what .. ") as received by the luaws server")
+          end
+          assert.are.equal(#BIG, #st.received, "number of messages the luaws server got")
+        end)
+
+        it("answers the peer's pings with the same payload; its own pings' pongs reach its pong handler", function()
+          local r, st = exchange("ping", 30)
+          assert.is_nil(r.error, "peer client reported: " .. tostring(r.error))
+          for i, p in ipairs(PING_PAYLOADS) do
+            assert.are.equal("ok", r.ping[i], ("the peer's ping #%d (payload %q): its pong as checked by the peer"):format(i, p))
+          end
+          assert.are.same({}, st.ping_errs, "c:WriteControl(websocket.PingMessage, ...) on the luaws side")
+          assert.are.equal(show_list(PING_PAYLOADS), show_list(st.pongs_at_ponged),
+            "payloads the luaws pong handler had seen (inside ReadMessage) when the peer's next message was read")
+          assert.are.equal(show_list(PING_PAYLOADS), show_list(st.pongs), "payloads the luaws pong handler saw in all")
+          assert.is_true(websocket.IsCloseError(st.read_err, 4000), "the peer's close, got " .. tostring(st.read_err))
+        end)
+
+        it("sends a close 1001 + text that the peer reports", function()
+          local r, st = exchange("close1001", 20)
+          assert.is_nil(r.error, "peer client reported: " .. tostring(r.error))
+          assert.is_true(st.close_ok, "writing the close 1001: " .. tostring(st.close_err))
+          assert.are.equal("1001 luaws server going away", r["server-close"], "the close the peer client got")
+          local err = st.read_err
+          assert.is_true(websocket.IsCloseError(err, 1001), "the peer's answer: a CloseError 1001 expected, got " .. tostring(err))
+        end)
+
+        it("delivers the peer's close 1008 + text to luaws as a CloseError 1008", function()
+          local r, st = exchange("close1008", 20)
+          assert.is_nil(r.error, "peer client reported: " .. tostring(r.error))
+          local err = st.read_err
+          assert.is_truthy(err, "ReadMessage on the luaws side returned no error")
+          assert.is_true(websocket.IsCloseError(err, 1008), "a CloseError 1008 expected, got " .. tostring(err))
+          assert.are.equal(1008, err.code)
+          assert.are.equal("policy from " .. name, err.text)
+          local code = (r.close or ""):match("^(%d+)")
+          assert.are.equal("1008", code, "close code the peer got back (line: " .. tostring(r.close) .. ")")
+        end)
       end)
 
       describe("luaws client -> server", function()
@@ -581,6 +696,113 @@ describe("interop", function()
           assert.are.equal(websocket.ErrCloseSent, st.after_err, "writing after the close")
           local line = wait_until(function() return has_line(out, "CLOSED") end, 5)
           assert.are.equal("CLOSED 1000 luaws done", line, "what the peer server got\n" .. stderr_of(err))
+        end)
+
+        it("sends text and binary messages of 16 MiB and gets them back byte-exact", function()
+          local st, out, err = with_server(40, function(c, st)
+            st.got = {}
+            for i, m in ipairs(BIG) do
+              local ok, werr = c:WriteMessage(m.mt, m.payload)
+              if not ok then
+                st.io_err = ("write #%d: %s"):format(i, tostring(werr))
+                return
+              end
+              local mt, data, rerr = c:ReadMessage()
+              if not mt then
+                st.io_err = ("read #%d: %s"):format(i, tostring(rerr))
+                return
+              end
+              st.got[i] = { mt = mt, data = data }
+            end
+            c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+            c:ReadMessage()
+          end)
+          assert.is_nil(st.io_err)
+          for i, m in ipairs(BIG) do
+            local got = st.got[i] or {}
+            assert.are.equal("ok", compare(got.mt, got.data, m.mt, m.payload),
+              ("echo #%d (%s %d)"):format(i, m.kind, m.size))
+            local want = ("RECEIVED %s %d"):format(m.kind, m.size)
+            local line = wait_until(function() return has_line(out, want) end, 5)
+            assert.are.equal(want .. " ok", line, "what the peer server received\n" .. stderr_of(err))
+          end
+        end)
+
+        it("pings the peer (pongs reach the pong handler with each payload) and answers its pings", function()
+          local st, out, err = with_server(30, function(c, st)
+            st.pongs, st.seen = {}, {}
+            c:SetPongHandler(function(data) st.pongs[#st.pongs + 1] = data end)
+            local function echo(what)
+              local ok, werr = c:WriteMessage(websocket.TextMessage, what)
+              if not ok then return "write " .. what .. ": " .. tostring(werr) end
+              local mt, data, rerr = c:ReadMessage()
+              if mt ~= websocket.TextMessage or data ~= what then
+                return ("echo of %s: %s %q %s"):format(what, tostring(mt), tostring(data), tostring(rerr))
+              end
+            end
+            for i, p in ipairs(PING_PAYLOADS) do
+              local ok, werr = c:WriteControl(websocket.PingMessage, p)
+              if not ok then
+                st.io_err = ("ping #%d: %s"):format(i, tostring(werr))
+                return
+              end
+              -- The peer answers the ping before it reads this message, so its pong is
+              -- in before the echo, and ReadMessage runs the pong handler first.
+              st.io_err = echo("after-ping-" .. i)
+              if st.io_err then return end
+              st.seen[i] = table.move(st.pongs, 1, #st.pongs, 1, {})
+            end
+            -- The peer server pings luaws with the same payloads on "PING-ME" (luaws
+            -- answers on its own); gorilla checks the pongs when "PONGED" arrives.
+            for _, cmd in ipairs({ "PING-ME", "PONGED" }) do
+              st.io_err = echo(cmd)
+              if st.io_err then return end
+            end
+            c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+            c:ReadMessage()
+          end)
+          assert.is_nil(st.io_err)
+          for i = 1, #PING_PAYLOADS do
+            assert.are.equal(show_list(table.move(PING_PAYLOADS, 1, i, 1, {})), show_list(st.seen[i]),
+              ("payloads the pong handler had seen when the message after ping #%d was read"):format(i))
+          end
+          assert.are.equal(show_list(PING_PAYLOADS), show_list(st.pongs), "payloads the pong handler saw in all")
+          for i, p in ipairs(PING_PAYLOADS) do
+            local line = wait_until(function() return has_line(out, "PING " .. i .. " ") end, 5)
+            assert.are.equal(("PING %d ok"):format(i), line,
+              ("the peer server's ping #%d (payload %q): the pong luaws sent\n%s"):format(i, p, stderr_of(err)))
+          end
+        end)
+
+        it("sends a close 1001 + text that the peer reports", function()
+          local st, out, err = with_server(20, function(c, st)
+            st.close_ok, st.close_err = c:WriteControl(websocket.CloseMessage,
+              websocket.FormatCloseMessage(websocket.CloseGoingAway, "luaws going away"))
+            st.mt, st.data, st.read_err = c:ReadMessage()
+          end)
+          assert.is_true(st.close_ok, "writing the close: " .. tostring(st.close_err))
+          assert.is_nil(st.mt, "ReadMessage after the close returned a message")
+          assert.is_true(websocket.IsCloseError(st.read_err, 1001),
+            "the peer's answer: a CloseError 1001 expected, got " .. tostring(st.read_err))
+          local line = wait_until(function() return has_line(out, "CLOSED") end, 5)
+          assert.are.equal("CLOSED 1001 luaws going away", line, "what the peer server got\n" .. stderr_of(err))
+        end)
+
+        it("reads the peer's close 1008 + text as a CloseError 1008 and answers it", function()
+          local st, out, err = with_server(20, function(c, st)
+            local ok, werr = c:WriteMessage(websocket.TextMessage, "CLOSE-1008")
+            st.write_err = not ok and tostring(werr) or nil
+            st.mt, st.data, st.read_err = c:ReadMessage()
+          end)
+          assert.is_nil(st.write_err)
+          assert.is_nil(st.mt, "ReadMessage returned a message instead of the close")
+          local rerr = st.read_err
+          assert.is_true(websocket.IsCloseError(rerr, 1008), "a CloseError 1008 expected, got " .. tostring(rerr))
+          assert.are.equal(1008, rerr.code)
+          assert.are.equal("policy from " .. name, rerr.text)
+          local line = wait_until(function() return has_line(out, "CLOSED") end, 5)
+          assert.are.equal("CLOSED 1008", line and line:gsub("%s+$", ""),
+            "the close luaws answered with, as the peer server got it\n" .. stderr_of(err))
         end)
       end)
     end)

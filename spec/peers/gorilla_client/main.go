@@ -2,15 +2,32 @@
 //
 // usage: gorilla_client URL RESULT_FILE MODE
 //
-// Dials URL offering the subprotocols "b, a" and an X-Interop-Token header; in MODE
-// "messages" sends every message of the shared script (text and binary payloads of the
-// sizes below) and checks each echo byte for byte (MODE "handshake" skips that); then
-// sends a close 4000 and reads the close the server echoes. It writes one line per check to RESULT_FILE (through a temporary file and a
+// Dials URL offering the subprotocols "b, a" and an X-Interop-Token header, then by MODE:
+//
+//	messages   sends every message of the shared script (text and binary payloads of
+//	           the sizes below) and checks each echo byte for byte;
+//	handshake  nothing more;
+//	big        the same as messages with a text and a binary message of 16 MiB;
+//	ping       for each of pingPayloads in turn: pings the server with it, sends a
+//	           text message and reads its echo, and checks that the pong handler saw
+//	           exactly one pong, with that payload, meanwhile (the server answers the
+//	           ping before it reads that message); then sends "PING-ME" (the luaws
+//	           server pings us with the same payloads, answered by gorilla's default
+//	           ping handler while we read, before it echoes it) and "PONGED" (by then
+//	           our pongs have reached it), reading both echoes;
+//	close1008  closes with 1008 instead of 4000 (below);
+//	close1001  sends "CLOSE-1001", on which the luaws server closes with 1001 + text,
+//	           and reports that close instead of closing itself.
+//
+// Then (except in close1001) it sends a close 4000 and reads the close the server
+// echoes. It writes one line per check to RESULT_FILE (through a temporary file and a
 // rename), the last line being "END":
 //
 //	subprotocol <name>
 //	echo <text|binary> <size> ok            (or "MISMATCH ...")
+//	ping <i> ok                             (or "MISMATCH ...")
 //	close <code> <reason>
+//	server-close <code> <reason>            (close1001: the close the server started)
 //	error <text>                            (anything unexpected)
 package main
 
@@ -27,6 +44,22 @@ import (
 const token = "gorilla-token-91c2"
 
 var sizes = []int{0, 1, 125, 126, 127, 65535, 65536, 1048576}
+
+var bigSizes = []int{16 << 20}
+
+var pingPayloads = []string{
+	"",
+	"ping-1",
+	string(func() []byte {
+		b := make([]byte, 125)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}()),
+	"\x00\xff\x80 binary \x01",
+	"\u20ac\U0001F600 utf-8",
+}
 
 const unit = "ab\u20ac\u00e9\U0001F600-0123" // 16 bytes of UTF-8
 
@@ -49,6 +82,9 @@ func compare(gotType int, got []byte, wantType int, want []byte) string {
 	if len(got) != len(want) {
 		return fmt.Sprintf("MISMATCH length %d", len(got))
 	}
+	if string(got) == string(want) {
+		return "ok"
+	}
 	for i := range got {
 		if got[i] != want[i] {
 			return fmt.Sprintf("MISMATCH at byte %d", i)
@@ -69,7 +105,9 @@ func run(url, mode string, lines *[]string) error {
 	script := sizes
 	switch mode {
 	case "messages":
-	case "handshake":
+	case "big":
+		script = bigSizes
+	case "handshake", "ping", "close1001", "close1008":
 		script = nil
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
@@ -92,7 +130,74 @@ func run(url, mode string, lines *[]string) error {
 			add("echo %s %d %s", m.kind, size, compare(mt, got, m.mt, m.data))
 		}
 	}
+	// echo sends a text message and reads it back.
+	echo := func(what string) error {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := c.WriteMessage(websocket.TextMessage, []byte(what)); err != nil {
+			return fmt.Errorf("write %s: %v", what, err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		mt, got, err := c.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("read the echo of %s: %v", what, err)
+		}
+		if mt != websocket.TextMessage || string(got) != what {
+			return fmt.Errorf("echo of %s: type %d, %q", what, mt, got)
+		}
+		return nil
+	}
+	if mode == "ping" {
+		var pongs []string
+		c.SetPongHandler(func(appData string) error {
+			pongs = append(pongs, appData)
+			return nil
+		})
+		for i, p := range pingPayloads {
+			before := len(pongs)
+			if err := c.WriteControl(websocket.PingMessage, []byte(p), time.Now().Add(5*time.Second)); err != nil {
+				return fmt.Errorf("write ping %d: %v", i+1, err)
+			}
+			if err := echo(fmt.Sprintf("after-ping-%d", i+1)); err != nil {
+				return err
+			}
+			switch got := pongs[before:]; {
+			case len(got) != 1:
+				add("ping %d MISMATCH %d pongs %q", i+1, len(got), got)
+			case got[0] != p:
+				add("ping %d MISMATCH pong payload %q instead of %q", i+1, got[0], p)
+			default:
+				add("ping %d ok", i+1)
+			}
+		}
+		for _, cmd := range []string{"PING-ME", "PONGED"} {
+			if err := echo(cmd); err != nil {
+				return err
+			}
+		}
+	}
+	if mode == "close1001" {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := c.WriteMessage(websocket.TextMessage, []byte("CLOSE-1001")); err != nil {
+			return fmt.Errorf("write CLOSE-1001: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			_, got, err := c.ReadMessage()
+			if err == nil {
+				add("error message instead of the close: %q", got)
+				continue
+			}
+			if ce, ok := err.(*websocket.CloseError); ok {
+				add("server-close %d %s", ce.Code, ce.Text)
+				return nil
+			}
+			return fmt.Errorf("read the server's close: %v", err)
+		}
+	}
 	msg := websocket.FormatCloseMessage(4000, "bye from gorilla")
+	if mode == "close1008" {
+		msg = websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "policy from gorilla")
+	}
 	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second)); err != nil {
 		return fmt.Errorf("write close: %v", err)
 	}

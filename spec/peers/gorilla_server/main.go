@@ -7,7 +7,12 @@
 // ["a", "b"] (gorilla's rule); every message is echoed, except the text commands
 //
 //	"FRAGMENT-TEXT"    answered by a text message written through NextWriter,
-//	"FRAGMENT-BINARY"  the same with a binary message.
+//	"FRAGMENT-BINARY"  the same with a binary message,
+//	"CLOSE-1008"       answered by a close 1008 "policy from gorilla",
+//
+// and "PING-ME", which is echoed after the server has pinged the client with each of
+// pingPayloads; the pongs are checked when the next message arrives (the pong handler
+// runs inside ReadMessage, and the client answers the pings before it sends that).
 //
 // The upgrader's write buffer is fragmentBuffer bytes, so gorilla emits a frame each time
 // that much payload has accumulated: fragmented messages really are several frames (and
@@ -16,15 +21,20 @@
 //
 //	HEADER <X-Interop-Token value>
 //	SUBPROTOCOL <name>
+//	RECEIVED <text|binary> <size> ok (or "MISMATCH ..."): a message of a size in
+//	                                 bigSizes, checked against the shared payload
+//	PING <i> ok                      (or "MISMATCH ..."), for "PING-ME"
 //	CLOSED <code> <reason>           (the close frame the client sent)
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -51,6 +61,54 @@ func fragmentBinary() []byte {
 		b[i] = byte(255 - i%256)
 	}
 	return b
+}
+
+// The shared payloads (as in spec/interop_spec.lua and spec/peers/gorilla_client).
+var bigSizes = []int{16 << 20}
+
+var pingPayloads = []string{
+	"",
+	"ping-1",
+	string(func() []byte {
+		b := make([]byte, 125)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}()),
+	"\x00\xff\x80 binary \x01",
+	"\u20ac\U0001F600 utf-8",
+}
+
+const unit = "ab\u20ac\u00e9\U0001F600-0123" // 16 bytes of UTF-8
+
+func text(n int) []byte {
+	return []byte(strings.Repeat(unit, n/16) + strings.Repeat("x", n%16))
+}
+
+func binary(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*131 + (i>>8)*17 + 7)
+	}
+	return b
+}
+
+// checkBig is the RECEIVED line for a message of a size in bigSizes.
+func checkBig(mt int, msg []byte) string {
+	kind, want := "text", text(len(msg))
+	if mt == websocket.BinaryMessage {
+		kind, want = "binary", binary(len(msg))
+	}
+	if bytes.Equal(msg, want) {
+		return fmt.Sprintf("RECEIVED %s %d ok", kind, len(msg))
+	}
+	for i := range msg {
+		if msg[i] != want[i] {
+			return fmt.Sprintf("RECEIVED %s %d MISMATCH at byte %d", kind, len(msg), i)
+		}
+	}
+	return "unreachable"
 }
 
 func say(format string, a ...interface{}) {
@@ -86,8 +144,30 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.Close()
 	say("SUBPROTOCOL %s", c.Subprotocol())
+	var pongs []string
+	pinged := false // "PING-ME" came, and its pongs are to be checked
+	c.SetPongHandler(func(appData string) error {
+		pongs = append(pongs, appData)
+		return nil
+	})
 	for {
 		mt, msg, err := c.ReadMessage()
+		if err == nil && pinged {
+			pinged = false
+			for i, p := range pingPayloads {
+				switch {
+				case i >= len(pongs):
+					say("PING %d MISMATCH no pong (%d pongs)", i+1, len(pongs))
+				case pongs[i] != p:
+					say("PING %d MISMATCH pong payload %q instead of %q", i+1, pongs[i], p)
+				default:
+					say("PING %d ok", i+1)
+				}
+			}
+			if len(pongs) > len(pingPayloads) {
+				say("PING MISMATCH %d pongs for %d pings", len(pongs), len(pingPayloads))
+			}
+		}
 		if err != nil {
 			if ce, ok := err.(*websocket.CloseError); ok {
 				say("CLOSED %d %s", ce.Code, ce.Text)
@@ -96,7 +176,24 @@ func echo(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
+		for _, n := range bigSizes {
+			if len(msg) == n {
+				say("%s", checkBig(mt, msg))
+			}
+		}
+		if mt == websocket.TextMessage && string(msg) == "PING-ME" {
+			pongs, pinged = nil, true
+			for i, p := range pingPayloads {
+				if err := c.WriteControl(websocket.PingMessage, []byte(p), time.Now().Add(5*time.Second)); err != nil {
+					say("WRITE-ERROR ping %d: %v", i+1, err)
+					return
+				}
+			}
+		}
 		switch {
+		case mt == websocket.TextMessage && string(msg) == "CLOSE-1008":
+			msg := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "policy from gorilla")
+			err = c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second))
 		case mt == websocket.TextMessage && string(msg) == "FRAGMENT-TEXT":
 			err = writePieces(c, websocket.TextMessage, []byte(fragmentText()), 333)
 		case mt == websocket.TextMessage && string(msg) == "FRAGMENT-BINARY":
