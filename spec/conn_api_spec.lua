@@ -1173,3 +1173,73 @@ describe("permanent errors", function()
     no_errors(st)
   end)
 end)
+
+local function rss_kib()
+  local f = io.open("/proc/self/status")
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+describe("streaming a 100 MiB message", function()
+  it("NextReader reads it in chunks while memory stays bounded (no whole-message buffer)", function()
+    local MiB = 1024 * 1024
+    local block = string.rep("0123456789abcdef", MiB // 16)
+    local srv, st = serve(function(c)
+      local w = assert(c:NextWriter(BINARY))
+      for _ = 1, 100 do assert(w:Write(block)) end
+      assert(w:Close())
+      c:ReadMessage() -- until the client closes
+    end, { WriteBufferSize = MiB })
+    finally(function() srv:Close() end)
+    local c = dial(srv:Port())
+    collectgarbage()
+    local base, peak = rss_kib(), 0
+    local mt, r, err = c:NextReader()
+    assert.is_nil(err)
+    assert.are.equal(BINARY, mt)
+    local total, bad, n = 0, 0, 0
+    while true do
+      local data, rerr = r:Read(65536)
+      if not data then
+        assert.are.equal(websocket.EOF, rerr)
+        break
+      end
+      -- every chunk is a run of the 16-byte pattern, starting where the last one ended
+      local off = total % 16
+      local expect = (block:sub(off + 1, 16) .. block):sub(1, #data)
+      if #data <= 65536 and data ~= expect:sub(1, #data) then bad = bad + 1 end
+      total = total + #data
+      n = n + 1
+      if n % 160 == 0 then
+        collectgarbage()
+        peak = math.max(peak, rss_kib() - base)
+      end
+    end
+    assert.are.equal(100 * MiB, total)
+    assert.are.equal(0, bad)
+    -- the message is 100 MiB; what the process holds while reading it stays far below
+    assert.is_true(peak < 24 * 1024, ("RSS grew by %d KiB while streaming"):format(peak))
+    assert.are.same({}, st.errors)
+  end)
+end)
+
+describe("a peer that never answers our close frame", function()
+  it("is dropped after the close timeout (5 s): the reader gets a 1006 CloseError", function()
+    local got = {}
+    local srv, st = serve(function(c)
+      assert(c:WriteMessage(CLOSE, websocket.FormatCloseMessage(1000, "bye")))
+      got.t0 = Now()
+      local _, _, err = c:ReadMessage()
+      got.err, got.t1 = err, Now()
+    end)
+    finally(function() srv:Close() end)
+    local c = dial(srv:Port()) -- and never reads, so it never answers
+    assert.is_truthy(support.wait_for(function() return got.err end, 12))
+    local waited = got.t1 - got.t0
+    assert.is_true(waited > 3 and waited < 9, "dropped after " .. waited .. " s")
+    assert.are.equal(1006, got.err.code)
+    assert.are.same({}, st.errors)
+    c:Close()
+  end)
+end)
