@@ -124,25 +124,31 @@ void luaws_conn_closed(luaws_conn *c, const char *error)
 	luaws_wake(c->loop, &c->waitable);
 }
 
-/* "ip:port" (or "[ip6]:port") of either end of a socket. */
+/* "ip:port" (or "[ip6]:port") of a socket address. */
+void luaws_format_address(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+	out[0] = '\0';
+	if (sa->sa_family == AF_INET6) {
+		uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof(host));
+		lws_snprintf(out, len, "[%s]:%u", host,
+			     ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
+	} else if (sa->sa_family == AF_INET) {
+		uv_ip4_name((const struct sockaddr_in *)sa, host, sizeof(host));
+		lws_snprintf(out, len, "%s:%u", host,
+			     ntohs(((const struct sockaddr_in *)sa)->sin_port));
+	}
+}
+
+/* "ip:port" of either end of a socket. */
 void luaws_socket_address(int fd, int peer, char *out, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char host[INET6_ADDRSTRLEN];
-
 	out[0] = '\0';
-	if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) :
-		    getsockname(fd, (struct sockaddr *)&ss, &sl)))
-		return;
-	if (ss.ss_family == AF_INET6) {
-		uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
-		lws_snprintf(out, len, "[%s]:%u", host,
-			     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-	} else if (ss.ss_family == AF_INET) {
-		uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
-		lws_snprintf(out, len, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-	}
+	if (!(peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) :
+		     getsockname(fd, (struct sockaddr *)&ss, &sl)))
+		luaws_format_address((struct sockaddr *)&ss, out, len);
 }
 
 /* Has the read side ended (close frame received, connection failed or gone)? */
@@ -448,10 +454,10 @@ static void conn_rx(luaws_conn *c, unsigned char *in, size_t len)
 /* The handshake is done: the connection is open; early holds bytes that came with it. */
 void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len)
 {
-	int fd = lws_get_socket_fd(c->wsi);
 	c->state = LUAWS_OPEN;
-	luaws_socket_address(fd, 1, c->remote, sizeof(c->remote));
-	luaws_socket_address(fd, 0, c->local, sizeof(c->local));
+	if (!c->remote[0]) /* a server conn has it from accept; the local end is looked up
+			    * when asked for */
+		luaws_socket_address(lws_get_socket_fd(c->wsi), 1, c->remote, sizeof(c->remote));
 	if (len) {
 		/* the parser unmasks in place: work on a copy */
 		unsigned char *copy = malloc(len);
@@ -1031,7 +1037,10 @@ static int l_remote(lua_State *L)
 
 static int l_local(lua_State *L)
 {
-	lua_pushstring(L, check_conn(L)->local);
+	luaws_conn *c = check_conn(L);
+	if (!c->local[0] && c->wsi)
+		luaws_socket_address(lws_get_socket_fd(c->wsi), 0, c->local, sizeof(c->local));
+	lua_pushstring(L, c->local);
 	return 1;
 }
 

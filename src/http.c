@@ -16,20 +16,27 @@ static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
  * were taken and more are needed, -1 when the head outgrew max. */
 long luaws_http_feed(luaws_buf *head, const unsigned char *in, size_t len, size_t max)
 {
-	size_t i;
-	for (i = 0; i < len; i++) {
-		if (head->len >= max)
-			return -1;
-		if (luaws_buf_reserve(head, 1))
-			return -1;
-		head->data[head->len++] = in[i];
-		if (in[i] == '\n' && head->len >= 2 &&
-		    (head->data[head->len - 2] == '\n' ||
-		     (head->len >= 3 && head->data[head->len - 2] == '\r' &&
-		      head->data[head->len - 3] == '\n')))
-			return (long)i + 1;
+	size_t old = head->len, i, take = len;
+	if (old >= max)
+		return -1;
+	if (take > max - old)
+		take = max - old;
+	if (luaws_buf_reserve(head, take))
+		return -1;
+	memcpy(head->data + old, in, take);
+	head->len += take;
+	/* the blank line may start in bytes that came before */
+	for (i = old > 3 ? old - 3 : 0; i < head->len; i++) {
+		unsigned char *d = head->data, *nl = memchr(d + i, '\n', head->len - i);
+		if (!nl)
+			break;
+		i = (size_t)(nl - d);
+		if ((i >= 1 && d[i - 1] == '\n') || (i >= 2 && d[i - 1] == '\r' && d[i - 2] == '\n')) {
+			head->len = i + 1;
+			return (long)(i + 1 - old);
+		}
 	}
-	return 0;
+	return head->len >= max ? -1 : 0;
 }
 
 static int is_tchar(int c)

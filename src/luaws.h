@@ -151,6 +151,7 @@ void luaws_conn_closed(luaws_conn *c, const char *error);
 struct lws *luaws_conn_detach(luaws_conn *c);
 void luaws_conn_abandon(luaws_conn *c);
 void luaws_socket_address(int fd, int peer, char *out, size_t len);
+void luaws_format_address(const struct sockaddr *sa, char *out, size_t len);
 int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len);
 int luaws_conn_open(lua_State *L);
 

@@ -24,8 +24,9 @@ typedef struct luaws_request {
 	enum luaws_kind kind;
 	luaws_loop *loop;
 	struct lws *wsi;
-	int head_done;
+	int head_done, rx_paused;
 	enum request_decision decision;
+	char remote[56];   /* the client's address, from accept */
 	luaws_buf head;    /* the request head as it arrives */
 	luaws_buf early;   /* what came after the head */
 	luaws_buf headers; /* parsed: "name\0value\0" */
@@ -42,6 +43,7 @@ typedef struct luaws_listener {
 	uv_timer_t backoff;
 	int fd, closing, open_handles;
 	int handshake_timeout; /* seconds a client has to send its request head */
+	char accepted_from[56]; /* peer of the socket being adopted, for its request */
 } luaws_listener;
 
 typedef struct luaws_server {
@@ -101,6 +103,7 @@ static int protected_new_request(lua_State *L)
 	r->kind = LUAWS_KIND_REQUEST;
 	r->loop = loop;
 	r->wsi = wsi;
+	lws_strncpy(r->remote, l->accepted_from, sizeof(r->remote));
 	luaL_setmetatable(L, LUAWS_REQUEST_MT);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, l); /* the server's on_request */
 	lua_setiuservalue(L, -2, 1);
@@ -141,7 +144,7 @@ static void release(luaws_request *r)
 static void run_handler(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	char *method, *target, remote[64];
+	char *method, *target;
 
 	if (luaws_http_parse_request(&r->head, &method, &target, &r->headers)) {
 		static const char msg[] = "400 Bad Request";
@@ -155,8 +158,7 @@ static void run_handler(luaws_request *r)
 	lua_pushstring(L, method);
 	lua_pushstring(L, target);
 	luaws_push_headers(L, &r->headers);
-	luaws_socket_address(lws_get_socket_fd(r->wsi), 1, remote, sizeof(remote));
-	lua_pushstring(L, remote);
+	lua_pushstring(L, r->remote);
 	release(r); /* from now on the handler's references keep it */
 	luaws_pcall(L, 5, 0);
 }
@@ -185,10 +187,14 @@ static int request_rx(luaws_request *r, const unsigned char *in, size_t len)
 		return 0;
 	r->head_done = 1;
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
-	lws_rx_flow_control(r->wsi, 0); /* until the handler decides */
 	if ((size_t)n < len && request_rx(r, in + n, len - (size_t)n))
 		return -1;
 	run_handler(r);
+	if (r->decision == UNDECIDED && r->wsi) {
+		/* the handler waits for something first: stop reading until it decides */
+		r->rx_paused = 1;
+		lws_rx_flow_control(r->wsi, 0);
+	}
 	return 0;
 }
 
@@ -272,8 +278,10 @@ static int l_upgrade(lua_State *L)
 	}
 	if (lws_partial_buffered(wsi))
 		lws_callback_on_writable(wsi);
-	lws_rx_flow_control(wsi, 1);
+	if (r->rx_paused)
+		lws_rx_flow_control(wsi, 1);
 	luaws_touched_lws(loop);
+	lws_strncpy(c->remote, r->remote, sizeof(c->remote));
 	luaws_conn_start(c, r->early.data, r->early.len);
 	luaws_buf_free(&r->early);
 	return 1;
@@ -341,7 +349,10 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 		return;
 	for (i = 0; i < 64; i++) {
 		lws_adopt_desc_t info;
-		int one = 1, fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		int one = 1, fd = accept4(l->fd, (struct sockaddr *)&peer, &pl,
+					  SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -354,6 +365,8 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 			break;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		luaws_format_address((struct sockaddr *)&peer, l->accepted_from,
+				     sizeof(l->accepted_from));
 		memset(&info, 0, sizeof(info));
 		info.vh = l->loop->vhost;
 		info.type = LWS_ADOPT_SOCKET;
