@@ -387,8 +387,10 @@ static int peer_close(luaws_conn *c)
 		 * writes about earlier messages still goes out); the peer waits no longer than
 		 * CLOSE_TIMEOUT for a handler that never reads */
 		c->close_reply_due = 1;
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
-		luaws_touched_lws(c->loop);
+		if (c->wsi) {
+			lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
+			luaws_touched_lws(c->loop);
+		}
 	}
 	return 0;
 }
@@ -569,6 +571,21 @@ static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *d
 	return put_bytes(c, p, hl + len, front);
 }
 
+/* lws is closing the socket, maybe on a hang-up or reset reported together with data
+ * it did not read (libuv reports the error without the readable flag): what the peer
+ * sent before it went is still in the kernel and still counts. */
+static void read_last_words(luaws_conn *c)
+{
+	unsigned char buf[16 * 1024];
+	int fd = lws_get_socket_fd(c->wsi);
+	ssize_t n;
+	luaws_conn_detach(c); /* nothing goes out on it any more */
+	if (fd < 0)
+		return;
+	while (!read_ended(c) && (n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		conn_rx(c, buf, (size_t)n);
+}
+
 /* Events of the connection's raw socket, from protocol.c. */
 int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len)
 {
@@ -582,6 +599,8 @@ int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, 
 			return drain_out_queue(c);
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE:
+		if (c->state == LUAWS_OPEN)
+			read_last_words(c);
 		luaws_conn_closed(c, NULL);
 		return 0;
 	default:
