@@ -334,13 +334,18 @@ static const luaL_Reg core_functions[] = {
 	{NULL, NULL},
 };
 
-/* A server holds a descriptor per connection: raise the soft limit to the hard one, as
- * Go (1.19+) does at start-up. */
+/* A server holds a descriptor per connection: raise the soft limit towards the hard one,
+ * as Go (1.19+) does at start-up, but not past FD_LIMIT_CAP: lws 4.1 sizes a table by
+ * the limit and scans all of it for every socket it takes on (unix-fds.c,
+ * sanity_assert_no_sockfd_traces), so a limit of a million would cost 8 MB of reading per
+ * accepted connection. */
+#define FD_LIMIT_CAP 16384
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_LIMIT_CAP &&
+	    rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < FD_LIMIT_CAP ? rl.rlim_max : FD_LIMIT_CAP;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 }
