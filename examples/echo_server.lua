@@ -8,7 +8,7 @@ local websocket = require "luaws"
 local flag, log = websocket.flag, websocket.log
 
 local addr = flag.String("addr", "localhost:8080", "http service address")
-local quiet = flag.Bool("quiet", false, "do not log each message (for benchmarks)")
+local quiet = flag.Bool("quiet", false, "do not log each message or connection end (for benchmarks)")
 local workers = flag.Int("workers", 1, "worker processes sharing the port")
 
 local upgrader = websocket.Upgrader{} -- use default options
@@ -22,7 +22,7 @@ local function echo(w, r)
   while true do
     local mt, message, err = c:ReadMessage()
     if err then
-      log.Println("read:", err)
+      if not quiet.value then log.Println("read:", err) end
       break
     end
     if not quiet.value then log.Printf("server recv: %s", message) end

@@ -13,7 +13,7 @@ local function output(s)
   if flags & 1 ~= 0 then prefix = os.date("%Y/%m/%d ") end
   if flags & 2 ~= 0 then prefix = prefix .. os.date("%H:%M:%S ") end
   if s:sub(-1) ~= "\n" then s = s .. "\n" end
-  io.stderr:write(prefix, s)
+  io.stderr:write(prefix .. s) -- one write: stderr is unbuffered
 end
 
 -- Go's Print: operands are joined with a space only where neither side is a string.
