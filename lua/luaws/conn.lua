@@ -43,6 +43,7 @@ local timeout_error = errors.new("websocket: i/o timeout", { timeout = true })
 
 -- Run the Lua ping/pong handlers for control frames the C side kept for them.
 local function run_control_handlers(c, st)
+  if not (st.ping_handler or st.pong_handler) then return nil end -- C answers them
   while true do
     local op, data = c:_control()
     if not op then return nil end
@@ -81,8 +82,7 @@ end
 local function begin_read(c, method)
   local st = state(c)
   if st.read_err then return nil, st.read_err end
-  local co = sched.current() or true
-  if st.reader and st.reader ~= co then
+  if st.reader and st.reader ~= (sched.current() or true) then
     return nil, errors.new("websocket: concurrent " .. method .. " on one connection")
   end
   if st.open_reader then
@@ -296,6 +296,7 @@ end
 -- Data frames of one message must not mix with another message's: while a NextWriter
 -- is open, other writers wait for it to close.
 local function acquire_writer(c, st)
+  if not st.writer then return end
   local me = sched.current() or true
   if st.writer and st.writer.co == me then
     st.writer:Close() -- as gorilla: a new message ends the caller's open one
