@@ -297,6 +297,39 @@ static int text_chunk_valid(luaws_conn *c, const unsigned char *p, size_t n, int
 	return ok;
 }
 
+/* Room for extra more bytes in the inbox. An empty inbox that must grow past 64 KiB takes
+ * the loop's spare buffer, so that big messages do not cost a malloc/free (and an
+ * mmap/munmap or brk) each. */
+static int reserve_in(luaws_conn *c, size_t extra)
+{
+	luaws_buf *spare = &c->loop->spare_in;
+	if (c->in.len + extra <= c->in.cap)
+		return 0;
+	if (c->in.len == 0 && c->in.len + extra > 64 * 1024 && spare->cap >= extra) {
+		free(c->in.data);
+		c->in = *spare;
+		c->in.len = 0;
+		memset(spare, 0, sizeof(*spare));
+		return 0;
+	}
+	return luaws_buf_reserve(&c->in, extra);
+}
+
+/* The inbox is empty again: a large buffer goes back to the loop (one is kept). */
+static void release_in(luaws_conn *c)
+{
+	luaws_buf *spare = &c->loop->spare_in;
+	if (c->in.cap <= 64 * 1024)
+		return;
+	if (c->in.cap > spare->cap && c->in.cap <= 64 * 1024 * 1024 && !c->loop->closing) {
+		luaws_buf_free(spare);
+		*spare = c->in;
+		spare->len = 0;
+		memset(&c->in, 0, sizeof(c->in));
+	} else
+		luaws_buf_free(&c->in);
+}
+
 /* A chunk of a text or binary message. */
 static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 {
@@ -304,7 +337,7 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 	if (ev->first && ev->opcode) {
 		c->msg_len = 0;
 		c->utf8_need = 0;
-		if (luaws_buf_reserve(&c->in, RECORD_HEADER))
+		if (reserve_in(c, RECORD_HEADER + ev->len))
 			return fail(c, 1011, "out of memory");
 		c->partial = c->in.len;
 		c->in.data[c->in.len] = (unsigned char)ev->opcode;
@@ -317,7 +350,7 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 	if (c->in.data[c->partial] == 1 && !text_chunk_valid(c, ev->data, ev->len, final))
 		return fail(c, 1007, "invalid UTF-8 in text message");
 	if (ev->len && !c->discarding) {
-		if (luaws_buf_reserve(&c->in, ev->len))
+		if (reserve_in(c, ev->len))
 			return fail(c, 1011, "out of memory");
 		memcpy(c->in.data + c->in.len, ev->data, ev->len);
 		c->in.len += ev->len;
@@ -703,8 +736,7 @@ static void pop_head(luaws_conn *c, size_t len)
 	c->head_taken = 0;
 	if (c->in_head == c->in.len) {
 		c->in_head = c->in.len = 0;
-		if (c->in.cap > 64 * 1024)
-			luaws_buf_free(&c->in);
+		release_in(c);
 	} else if (c->in_head > c->in.cap / 2) {
 		memmove(c->in.data, c->in.data + c->in_head, c->in.len - c->in_head);
 		c->in.len -= c->in_head;

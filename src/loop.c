@@ -298,6 +298,7 @@ static int loop_gc(lua_State *L)
 	uv_loop_close(&loop->uv);
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
+	luaws_buf_free(&loop->spare_in);
 	return 0;
 }
 

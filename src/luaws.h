@@ -70,6 +70,7 @@ typedef struct luaws_loop {
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
 	luaws_buf scratch;        /* LWS_PRE + a frame, for direct writes */
+	luaws_buf spare_in;       /* a large emptied inbox, for the next conn that needs one */
 	int need_cancel;          /* lws was called from outside its callbacks */
 	int stepping, closing;
 	unsigned live_conns;
