@@ -1219,8 +1219,11 @@ describe("streaming a 100 MiB message", function()
     assert.are.equal(100 * MiB, total)
     assert.are.equal(0, bad)
     -- the message is 100 MiB; what the process holds while reading it stays far below
-    -- (the writer is in this process too: its 1 MiB fragments and Lua garbage count)
-    assert.is_true(peak < 40 * 1024, ("RSS grew by %d KiB while streaming"):format(peak))
+    -- (the writer is in this process too: its 1 MiB fragments and Lua garbage count).
+    -- Under ASan freed memory sits in its quarantine, so RSS says nothing there.
+    if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      assert.is_true(peak < 40 * 1024, ("RSS grew by %d KiB while streaming"):format(peak))
+    end
     assert.are.same({}, st.errors)
   end)
 end)
