@@ -25,8 +25,9 @@ build = {
   modules = {
     ["luaws.core"] = {
       sources = {
-        "src/client.c", "src/conn.c", "src/core.c", "src/headers.c", "src/loop.c",
-        "src/protocol.c", "src/server.c", "src/signal.c", "src/timer.c",
+        "src/client.c", "src/conn.c", "src/core.c", "src/frame.c", "src/headers.c",
+        "src/http.c", "src/loop.c", "src/prepared.c", "src/protocol.c", "src/server.c",
+        "src/signal.c", "src/timer.c",
       },
       libraries = { "websockets", "uv" },
       incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
