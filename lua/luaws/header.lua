@@ -62,6 +62,10 @@ function M.first(v)
   return v
 end
 
+-- wrap(t) -> t as a Header, in place: for tables whose names are already lower case
+-- (received headers, from C).
+function M.wrap(t) return setmetatable(t, Header) end
+
 function M.is(h) return getmetatable(h) == Header end
 
 -- Flatten a Header or plain table into {name, value, name, value, ...} for C.
@@ -96,6 +100,9 @@ end
 
 function M.has_token(h, name, token)
   token = token:lower()
+  local v = h[name]
+  -- the common case, one value that is just the token, without building a list
+  if type(v) == "string" and #v == #token and v:lower() == token then return true end
   for _, t in ipairs(M.tokens(h, name)) do
     if t:lower() == token then return true end
   end

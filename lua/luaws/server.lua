@@ -135,7 +135,7 @@ local function dispatch(handler)
     local r = {
       Method = method,
       URL = { Path = unescape(path), RawPath = path, RawQuery = query },
-      Header = header.new(headers),
+      Header = header.wrap(headers), -- names come lower case from C
       Host = header.first(headers.host) or "",
       RemoteAddr = remote,
       Proto = "HTTP/1.1",
