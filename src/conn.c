@@ -6,7 +6,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "luaws.h"
 
@@ -585,10 +587,64 @@ static int put_bytes(luaws_conn *c, unsigned char *p, size_t len, int front)
 }
 
 /* Frame len bytes (masked on the client side) in the loop's scratch buffer and send. */
+/* Server frames (unmasked) with nothing waiting before them: header and payload go to
+ * the socket in one sendmsg, the payload straight from the caller's memory; what the
+ * socket does not take is queued. 0, or -1 when the socket failed. */
+static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned char *data,
+			     size_t len)
+{
+	unsigned char hdr[14];
+	size_t hl = luaws_frame_header(hdr, fin, opcode, len, NULL), done;
+	struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
+	struct msghdr mh;
+	ssize_t n;
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = len ? 2 : 1;
+	n = sendmsg(lws_get_socket_fd(c->wsi), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			luaws_conn_abandon(c);
+			luaws_conn_closed(c, "write failed");
+			return -1;
+		}
+		n = 0;
+	}
+	done = (size_t)n;
+	if (done == hl + len)
+		return 0;
+	/* queue the rest: what is left of the header, then of the payload */
+	{
+		luaws_out *f = malloc(sizeof(*f) + LWS_PRE + hl + len - done);
+		size_t at = 0;
+		if (!f)
+			return -1;
+		f->len = hl + len - done;
+		if (done < hl) {
+			memcpy(f->data + LWS_PRE, hdr + done, hl - done);
+			at = hl - done;
+			done = hl;
+		}
+		memcpy(f->data + LWS_PRE + at, data + (done - hl), len - (done - hl));
+		f->next = NULL;
+		c->out_head = c->out_tail = f;
+		c->out_bytes = f->len;
+	}
+	lws_callback_on_writable(c->wsi);
+	if (c->out_bytes > TX_WAIT_BYTES)
+		update_rx(c);
+	return 0;
+}
+
 static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
 		      size_t len, int front)
 {
 	luaws_buf *s = &c->loop->scratch;
+	if (!c->wsi)
+		return 0;
+	if (!c->is_client && !c->out_head && !lws_partial_buffered(c->wsi))
+		return send_frame_direct(c, opcode, fin, data, len);
 	unsigned char key[4], *p;
 	size_t hl;
 	s->len = 0;
