@@ -223,37 +223,28 @@ local function check_handler(h, method)
   end
 end
 
+-- A Set*Handler method: stores h (nil: back to the default) and tells C which control
+-- frames Lua takes.
+local function handler_setter(field, method)
+  return function(self, h)
+    check_conn(self, method)
+    check_handler(h, method)
+    local st = state(self)
+    st[field] = h
+    sync_handlers(self, st)
+    return true
+  end
+end
+
 -- SetPingHandler(h): h(appData) runs when the reader meets a ping; it answers it
 -- itself (c:WriteControl(PongMessage, appData)). nil restores the default, which
 -- answers every ping at once, reader or not.
-function Conn:SetPingHandler(h)
-  check_conn(self, "SetPingHandler")
-  check_handler(h, "SetPingHandler")
-  local st = state(self)
-  st.ping_handler = h
-  sync_handlers(self, st)
-  return true
-end
-
-function Conn:SetPongHandler(h)
-  check_conn(self, "SetPongHandler")
-  check_handler(h, "SetPongHandler")
-  local st = state(self)
-  st.pong_handler = h
-  sync_handlers(self, st)
-  return true
-end
-
+Conn.SetPingHandler = handler_setter("ping_handler", "SetPingHandler")
+-- SetPongHandler(h): h(appData) runs when the reader meets a pong (default: nothing).
+Conn.SetPongHandler = handler_setter("pong_handler", "SetPongHandler")
 -- SetCloseHandler(h): h(code, text) runs when the reader meets the peer's close frame;
 -- it answers it itself. nil restores the default (answer with the same code).
-function Conn:SetCloseHandler(h)
-  check_conn(self, "SetCloseHandler")
-  check_handler(h, "SetCloseHandler")
-  local st = state(self)
-  st.close_handler = h
-  sync_handlers(self, st)
-  return true
-end
+Conn.SetCloseHandler = handler_setter("close_handler", "SetCloseHandler")
 
 function Conn:PingHandler()
   check_conn(self, "PingHandler")
