@@ -2,6 +2,7 @@
 #   make                  build
 #   make test             run the busted specs
 #   make test SANITIZE=1  the same under ASan/UBSan (with leak checking)
+#   make soak-asan        the 8 s churn soak under ASan with the leak checker
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
 LUA_VERSION ?= 5.4
@@ -52,6 +53,14 @@ $(CORE): $(OBJ)
 test: $(CORE)
 	LUAWS_BUILD=$(BUILD) $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
+# The churn soak, 8 s, under ASan/UBSan with the leak checker (CI runs it).
+soak-asan:
+	$(MAKE) SANITIZE=1
+	LD_PRELOAD=$(shell $(CC) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LUAWS_BUILD=build-sanitize $(LUA) bench/soak.lua 8 --seed 42
+
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/luaws $(DESTDIR)$(LUA_SHAREDIR)/luaws
 	install -m 0755 $(CORE) $(DESTDIR)$(LUA_LIBDIR)/luaws/core.so
@@ -60,4 +69,4 @@ install: $(CORE)
 clean:
 	rm -rf build build-sanitize
 
-.PHONY: all test install clean
+.PHONY: all test soak-asan install clean
