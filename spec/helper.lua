@@ -29,3 +29,28 @@ if preload and preload:find("asan", 1, true) then
   end
   io.popen = function(cmd, ...) return popen(wrap(cmd), ...) end
 end
+
+-- busted 2.1 keeps only the last function given to finally() in a test; specs here call
+-- it once per thing they start (a server, a child, a connection), so every one of them
+-- must run: collect them and run them all, last first, when the test ends.
+do
+  local busted = require "busted"
+  busted.subscribe({ "test", "start" }, function(element)
+    local env = element.env
+    if env and env.finally then
+      local set, list = env.finally, {}
+      env.finally = function(fn)
+        list[#list + 1] = fn
+        set(function()
+          local first_err
+          for i = #list, 1, -1 do
+            local ok, err = pcall(list[i])
+            if not ok and first_err == nil then first_err = err end
+          end
+          if first_err ~= nil then error(first_err, 0) end
+        end)
+      end
+    end
+    return nil, true
+  end)
+end
