@@ -177,41 +177,14 @@ static int send_request(luaws_dial *d, struct lws *wsi)
 	if (luaws_buf_reserve(&out, LWS_PRE + 512))
 		return -1;
 	out.len = LWS_PRE;
-	out.len += (size_t)lws_snprintf((char *)out.data + out.len, 512,
-		"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", d->path,
-		d->host_header, d->key);
-	if (d->origin) {
-		luaws_buf one = {0};
-		if (luaws_buf_reserve(&one, strlen(d->origin) + 8))
-			goto done;
-		memcpy(one.data, "Origin", 7);
-		memcpy(one.data + 7, d->origin, strlen(d->origin) + 1);
-		one.len = 8 + strlen(d->origin);
-		rc = luaws_headers_append(&out, &one);
-		luaws_buf_free(&one);
-		if (rc)
-			goto done;
-		rc = -1;
-	}
-	if (d->subprotocols) {
-		luaws_buf one = {0};
-		size_t sl = strlen(d->subprotocols);
-		if (luaws_buf_reserve(&one, sl + 24))
-			goto done;
-		memcpy(one.data, "Sec-WebSocket-Protocol", 23);
-		memcpy(one.data + 23, d->subprotocols, sl + 1);
-		one.len = 24 + sl;
-		rc = luaws_headers_append(&out, &one);
-		luaws_buf_free(&one);
-		if (rc)
-			goto done;
-		rc = -1;
-	}
-	if (luaws_headers_append(&out, &d->request_headers) || luaws_buf_reserve(&out, 2))
+	if (luaws_buf_printf(&out, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+			     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+			     "Sec-WebSocket-Version: 13\r\n", d->path, d->host_header, d->key) ||
+	    (d->origin && luaws_buf_printf(&out, "Origin: %s\r\n", d->origin)) ||
+	    (d->subprotocols &&
+	     luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", d->subprotocols)) ||
+	    luaws_headers_append(&out, &d->request_headers) || luaws_buf_append(&out, "\r\n", 2))
 		goto done;
-	memcpy(out.data + out.len, "\r\n", 2);
-	out.len += 2;
 	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
 		rc = 0;
 done:

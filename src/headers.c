@@ -23,16 +23,9 @@ int luaws_headers_append(luaws_buf *out, const luaws_buf *list)
 {
 	const char *name, *value;
 	size_t off = 0;
-	while (luaws_headers_next(list, &off, &name, &value)) {
-		size_t nl = strlen(name), vl = strlen(value);
-		if (luaws_buf_reserve(out, nl + vl + 4))
+	while (luaws_headers_next(list, &off, &name, &value))
+		if (luaws_buf_printf(out, "%s: %s\r\n", name, value))
 			return -1;
-		memcpy(out->data + out->len, name, nl);
-		memcpy(out->data + out->len + nl, ": ", 2);
-		memcpy(out->data + out->len + nl + 2, value, vl);
-		memcpy(out->data + out->len + nl + 2 + vl, "\r\n", 2);
-		out->len += nl + vl + 4;
-	}
 	return 0;
 }
 

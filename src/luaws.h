@@ -85,6 +85,8 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w);
 void luaws_touched_lws(luaws_loop *loop);
 int luaws_pcall(lua_State *L, int nargs, int nresults);
 int luaws_buf_reserve(luaws_buf *b, size_t extra);
+int luaws_buf_append(luaws_buf *b, const void *p, size_t n);
+int luaws_buf_printf(luaws_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void luaws_buf_free(luaws_buf *b);
 int luaws_fail(lua_State *L, const char *msg);
 int luaws_loop_open(lua_State *L);

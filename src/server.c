@@ -63,26 +63,17 @@ static int respond(luaws_request *r, int status, const char *reason, const luaws
 		   const char *body, size_t blen)
 {
 	luaws_buf out = {0};
-	char line[160];
-	int n, rc = -1;
+	int rc = -1;
 	struct lws *wsi = r->wsi;
 
 	if (luaws_buf_reserve(&out, LWS_PRE + 256))
 		return -1;
 	out.len = LWS_PRE;
-	n = lws_snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason);
-	memcpy(out.data + out.len, line, (size_t)n);
-	out.len += (size_t)n;
-	if (headers && luaws_headers_append(&out, headers))
+	if (luaws_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason) ||
+	    (headers && luaws_headers_append(&out, headers)) ||
+	    luaws_buf_printf(&out, "Content-Length: %zu\r\nConnection: close\r\n\r\n", blen) ||
+	    luaws_buf_append(&out, body, blen))
 		goto done;
-	n = lws_snprintf(line, sizeof(line), "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-			 blen);
-	if (luaws_buf_reserve(&out, (size_t)n + blen))
-		goto done;
-	memcpy(out.data + out.len, line, (size_t)n);
-	out.len += (size_t)n;
-	memcpy(out.data + out.len, body, blen);
-	out.len += blen;
 	r->decision = RESPONDED;
 	r->wsi = NULL;
 	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
@@ -228,10 +219,10 @@ static int l_upgrade(lua_State *L)
 	const char *sub = luaL_optstring(L, 3, NULL);
 	luaws_loop *loop = r->loop;
 	luaws_buf extra = {0}, out = {0};
-	char accept[32], line[256];
+	char accept[32];
 	struct lws *wsi = r->wsi;
 	luaws_conn *c;
-	int n;
+	int n, rc;
 
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
@@ -241,26 +232,18 @@ static int l_upgrade(lua_State *L)
 		return luaL_argerror(L, 3, "invalid subprotocol name");
 	luaws_headers_store(L, 4, &extra);
 	luaws_ws_accept(key, accept);
-	n = lws_snprintf(line, sizeof(line),
-			 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-			 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s",
-			 accept, sub && *sub ? "Sec-WebSocket-Protocol: " : "",
-			 sub && *sub ? sub : "", sub && *sub ? "\r\n" : "");
-	if (luaws_buf_reserve(&out, LWS_PRE + (size_t)n + 2)) {
-		luaws_buf_free(&extra);
-		return luaL_error(L, "luaws: out of memory");
-	}
-	out.len = LWS_PRE;
-	memcpy(out.data + out.len, line, (size_t)n);
-	out.len += (size_t)n;
-	if (luaws_headers_append(&out, &extra) || luaws_buf_reserve(&out, 2)) {
-		luaws_buf_free(&extra);
+	rc = luaws_buf_reserve(&out, LWS_PRE + 256);
+	if (!rc)
+		out.len = LWS_PRE;
+	rc = rc || luaws_buf_printf(&out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", accept) ||
+	     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
+	     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
+	luaws_buf_free(&extra);
+	if (rc) {
 		luaws_buf_free(&out);
 		return luaL_error(L, "luaws: out of memory");
 	}
-	luaws_buf_free(&extra);
-	memcpy(out.data + out.len, "\r\n", 2);
-	out.len += 2;
 
 	c = luaws_conn_new(L, loop, 0);
 	if (sub)
