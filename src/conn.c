@@ -594,7 +594,7 @@ static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned 
 			     size_t len)
 {
 	unsigned char hdr[14];
-	size_t hl = luaws_frame_header(hdr, fin, opcode, len, NULL), done;
+	size_t hl = luaws_frame_header(hdr, fin, opcode, len, NULL), done, taken;
 	struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
 	struct msghdr mh;
 	ssize_t n;
@@ -615,22 +615,10 @@ static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned 
 	if (done == hl + len)
 		return 0;
 	/* queue the rest: what is left of the header, then of the payload */
-	{
-		luaws_out *f = malloc(sizeof(*f) + LWS_PRE + hl + len - done);
-		size_t at = 0;
-		if (!f)
-			return -1;
-		f->len = hl + len - done;
-		if (done < hl) {
-			memcpy(f->data + LWS_PRE, hdr + done, hl - done);
-			at = hl - done;
-			done = hl;
-		}
-		memcpy(f->data + LWS_PRE + at, data + (done - hl), len - (done - hl));
-		f->next = NULL;
-		c->out_head = c->out_tail = f;
-		c->out_bytes = f->len;
-	}
+	taken = done > hl ? done - hl : 0;
+	if ((done < hl && enqueue(c, hdr + done, hl - done, 0)) ||
+	    (taken < len && enqueue(c, data + taken, len - taken, 0)))
+		return -1;
 	lws_callback_on_writable(c->wsi);
 	if (c->out_bytes > TX_WAIT_BYTES)
 		update_rx(c);
