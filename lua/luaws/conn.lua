@@ -100,19 +100,26 @@ local function wait_read(c, st)
   st.reader = nil
 end
 
+-- Call one of the C read primitives (_read, _next, _read_part) until it has something,
+-- running control handlers and parking in between: its two results, or nil, nil, err
+-- once the read side has ended (err is then permanent).
+local function await(c, st, primitive, arg)
+  while true do
+    local err = run_control_handlers(c, st)
+    if err ~= nil then st.read_err = err; return nil, nil, err end
+    local a, b, text, peer = primitive(c, arg)
+    if a then return a, b end
+    if a == nil then return nil, nil, read_ended(c, st, b, text, peer) end
+    wait_read(c, st)
+  end
+end
+
 -- c:ReadMessage() -> messageType, data | nil, nil, err
 function Conn:ReadMessage()
   check_conn(self, "ReadMessage")
   local st, err = begin_read(self, "ReadMessage")
   if not st then return nil, nil, err end
-  while true do
-    err = run_control_handlers(self, st)
-    if err ~= nil then st.read_err = err; return nil, nil, err end
-    local mt, data, text, peer = self:_read()
-    if mt then return mt, data end
-    if mt == nil then return nil, nil, read_ended(self, st, data, text, peer) end
-    wait_read(self, st)
-  end
+  return await(self, st, self._read)
 end
 
 -- The reader NextReader returns: Read(n) gives the message in chunks as they arrive.
@@ -127,26 +134,14 @@ function Reader:Read(n)
   end
   if self.done then return nil, self.err or M.EOF end
   local c, st = self.conn, state(self.conn)
-  while true do
-    local err = run_control_handlers(c, st)
-    if err ~= nil then st.read_err = err; self.done, self.err = true, err; return nil, err end
-    local data, eof, text, peer = c:_read_part(n)
-    if data then
-      if eof then
-        self.done = true
-        st.open_reader = nil
-        if data == "" then return nil, M.EOF end
-      end
-      if data ~= "" then return data end
-    elseif data == nil then
-      err = read_ended(c, st, eof, text, peer)
-      self.done, self.err = true, err
-      st.open_reader = nil
-      return nil, err
-    else
-      wait_read(c, st)
-    end
+  local data, eof, err = await(c, st, c._read_part, n)
+  if not data or eof then
+    self.done, self.err = true, err
+    st.open_reader = nil
   end
+  if not data then return nil, err end
+  if data == "" then return nil, M.EOF end -- only at the end: the last bytes came before
+  return data
 end
 
 -- r:ReadAll() -> the rest of the message | nil, err
@@ -169,18 +164,11 @@ function Conn:NextReader()
   check_conn(self, "NextReader")
   local st, err = begin_read(self, "NextReader")
   if not st then return nil, nil, err end
-  while true do
-    err = run_control_handlers(self, st)
-    if err ~= nil then st.read_err = err; return nil, nil, err end
-    local mt, code, text, peer = self:_next()
-    if mt then
-      local r = setmetatable({ conn = self, mt = mt }, Reader)
-      st.open_reader = r
-      return mt, r
-    end
-    if mt == nil then return nil, nil, read_ended(self, st, code, text, peer) end
-    wait_read(self, st)
-  end
+  local mt, _, aerr = await(self, st, self._next)
+  if not mt then return nil, nil, aerr end
+  local r = setmetatable({ conn = self, mt = mt }, Reader)
+  st.open_reader = r
+  return mt, r
 end
 
 -- c:SetReadLimit(n): a message longer than n bytes fails the connection (1009) and
