@@ -51,8 +51,16 @@ luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 	return c;
 }
 
+/* The methods carry the metatable as upvalue 1: comparing with it is cheaper than
+ * luaL_checkudata's lookup by name, which the per-message calls would pay each time. */
 static luaws_conn *check_conn(lua_State *L)
 {
+	if (lua_getmetatable(L, 1)) {
+		int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+		lua_pop(L, 1);
+		if (same)
+			return lua_touserdata(L, 1);
+	}
 	return luaL_checkudata(L, 1, LUAWS_CONN_MT);
 }
 
@@ -185,10 +193,19 @@ static void update_rx(luaws_conn *c)
 	}
 }
 
-/* Close TCP ourselves: stop sending (FIN after everything written), and give the peer
- * a moment to close its side, reading and dropping whatever it still sends. */
+/* Close TCP ourselves. A server whose close handshake completed closes at once (RFC
+ * 6455 §7.1.1: the server closes first; the peer sends nothing after its close frame).
+ * Otherwise stop sending (FIN after everything written) and give the peer a moment to
+ * close its side, reading and dropping whatever it still sends: a failed connection's
+ * peer may still be writing, and closing on unread bytes would reset the connection
+ * before our close frame is read; a client waits for the server to close. */
 static void linger(luaws_conn *c)
 {
+	if (!c->is_client && c->close_sent && c->close_received && !c->rx_failed) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
+		luaws_touched_lws(c->loop);
+		return;
+	}
 	shutdown(lws_get_socket_fd(c->wsi), SHUT_WR);
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, LINGER_TIMEOUT);
 	luaws_touched_lws(c->loop);
@@ -588,21 +605,30 @@ static int put_bytes(luaws_conn *c, unsigned char *p, size_t len, int front)
 
 /* Frame len bytes (masked on the client side) in the loop's scratch buffer and send. */
 /* Server frames (unmasked) with nothing waiting before them: header and payload go to
- * the socket in one sendmsg, the payload straight from the caller's memory; what the
- * socket does not take is queued. 0, or -1 when the socket failed. */
+ * the socket in one call, a large payload straight from the caller's memory (sendmsg),
+ * a small one copied behind the header (send); what the socket does not take is
+ * queued. 0, or -1 when the socket failed. */
+#define SMALL_FRAME 1024
 static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned char *data,
 			     size_t len)
 {
-	unsigned char hdr[14];
+	unsigned char hdr[14 + SMALL_FRAME];
 	size_t hl = luaws_frame_header(hdr, fin, opcode, len, NULL), done, taken;
-	struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
-	struct msghdr mh;
+	int fd = lws_get_socket_fd(c->wsi);
 	ssize_t n;
 
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = iov;
-	mh.msg_iovlen = len ? 2 : 1;
-	n = sendmsg(lws_get_socket_fd(c->wsi), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (len <= SMALL_FRAME) {
+		/* one contiguous send: cheaper in the kernel than a two-part sendmsg */
+		memcpy(hdr + hl, data, len);
+		n = send(fd, hdr, hl + len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else {
+		struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
+		struct msghdr mh;
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = 2;
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			luaws_conn_abandon(c);
@@ -1204,7 +1230,9 @@ static int l_conn_methods(lua_State *L)
 int luaws_conn_open(lua_State *L)
 {
 	luaL_newmetatable(L, LUAWS_CONN_MT);
-	luaL_newlib(L, conn_methods);
+	luaL_newlibtable(L, conn_methods);
+	lua_pushvalue(L, -2);
+	luaL_setfuncs(L, conn_methods, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, l_tostring);
 	lua_setfield(L, -2, "__tostring");

@@ -72,6 +72,7 @@ typedef struct luaws_loop {
 	luaws_buf scratch;        /* LWS_PRE + a frame, for direct writes */
 	luaws_buf spare_in;       /* a large emptied inbox, for the next conn that needs one */
 	int need_cancel;          /* lws was called from outside its callbacks */
+	uv_idle_t *lws_idle;      /* lws's own idle handle, which re-arms its timers */
 	int stepping, closing;
 	unsigned live_conns;
 } luaws_loop;
