@@ -12,16 +12,26 @@ M.TextMessage, M.BinaryMessage, M.CloseMessage, M.PingMessage, M.PongMessage = 1
 
 local Conn, conn_mt = core.conn_methods()
 
--- Lua-side state of each connection, created on first use.
+-- Lua-side state of each connection, created on first use. st.plain is true while
+-- reads need none of the Lua-side machinery (no ping/pong handler, no open NextReader,
+-- no error yet): ReadMessage then takes its short path.
 local states = setmetatable({}, { __mode = "k" })
 local function state(c)
   local st = states[c]
   if not st then
-    st = { write_buffer = 4096 }
+    st = { write_buffer = 4096, plain = true }
     states[c] = st
   end
   return st
 end
+
+local function update_plain(st)
+  st.plain = st.ping_handler == nil and st.pong_handler == nil and st.open_reader == nil
+    and st.read_err == nil
+end
+
+-- The C primitives the per-message paths call, looked up once.
+local c_read, c_write = Conn._read, Conn._write
 
 local function check_conn(c, method)
   if getmetatable(c) ~= conn_mt then
@@ -74,6 +84,7 @@ local function read_ended(c, st, code, text, peer_close)
     end
   end
   st.read_err = err
+  st.plain = false
   return err
 end
 
@@ -88,6 +99,7 @@ local function begin_read(c, method)
   if st.open_reader then
     st.open_reader.done = true
     st.open_reader = nil
+    update_plain(st)
     c:_discard()
   end
   return st
@@ -95,8 +107,9 @@ end
 
 -- Wait for the C side to report, then loop (the reader is marked while it waits).
 local function wait_read(c, st)
-  st.reader = sched.current() or true
-  sched.wait(c)
+  local co = sched.current()
+  st.reader = co or true
+  sched.wait(c, co or false)
   st.reader = nil
 end
 
@@ -106,7 +119,7 @@ end
 local function await(c, st, primitive, arg)
   while true do
     local err = run_control_handlers(c, st)
-    if err ~= nil then st.read_err = err; return nil, nil, err end
+    if err ~= nil then st.read_err = err; st.plain = false; return nil, nil, err end
     local a, b, text, peer = primitive(c, arg)
     if a then return a, b end
     if a == nil then return nil, nil, read_ended(c, st, b, text, peer) end
@@ -116,10 +129,23 @@ end
 
 -- c:ReadMessage() -> messageType, data | nil, nil, err
 function Conn:ReadMessage()
+  local st = states[self]
+  if st and st.plain and st.reader == nil then
+    -- the short path of the loop below: nothing to run between waits
+    local mt, data, text, peer = c_read(self)
+    while mt == false do
+      wait_read(self, st)
+      if not st.plain then return await(self, st, c_read) end
+      mt, data, text, peer = c_read(self)
+    end
+    if mt then return mt, data end
+    return nil, nil, read_ended(self, st, data, text, peer)
+  end
   check_conn(self, "ReadMessage")
-  local st, err = begin_read(self, "ReadMessage")
+  local err
+  st, err = begin_read(self, "ReadMessage")
   if not st then return nil, nil, err end
-  return await(self, st, self._read)
+  return await(self, st, c_read)
 end
 
 -- The reader NextReader returns: Read(n) gives the message in chunks as they arrive.
@@ -138,6 +164,7 @@ function Reader:Read(n)
   if not data or eof then
     self.done, self.err = true, err
     st.open_reader = nil
+    update_plain(st)
   end
   if not data then return nil, err end
   if data == "" then return nil, M.EOF end -- only at the end: the last bytes came before
@@ -168,6 +195,7 @@ function Conn:NextReader()
   if not mt then return nil, nil, aerr end
   local r = setmetatable({ conn = self, mt = mt }, Reader)
   st.open_reader = r
+  st.plain = false
   return mt, r
 end
 
@@ -219,6 +247,7 @@ local function handler_setter(field, method)
     check_handler(h, method)
     local st = state(self)
     st[field] = h
+    update_plain(st)
     sync_handlers(self, st)
     return true
   end
@@ -303,7 +332,7 @@ end
 
 -- Send one frame and wait while the send queue is over its limit.
 local function send(c, st, opcode, data, fin)
-  local ok, reason = c:_write(opcode, data, fin)
+  local ok, reason = c_write(c, opcode, data, fin)
   while ok == false do
     sched.wait(c)
     ok, reason = c:_drained()
@@ -322,6 +351,12 @@ end
 
 -- c:WriteMessage(messageType, data) -> true | nil, err
 function Conn:WriteMessage(mt, data)
+  local st = states[self]
+  if st and (mt == 1 or mt == 2) and type(data) == "string" and st.writer == nil
+    and st.write_err == nil then
+    -- the short path: a data message, no NextWriter open, nothing failed yet
+    return send(self, st, mt, data, true)
+  end
   check_conn(self, "WriteMessage")
   check_type(mt, "WriteMessage")
   if data == nil then data = "" end

@@ -14,6 +14,7 @@ local woken = {}               -- filled by core.step
 local waiters = {}             -- C object -> coroutine, or list of coroutines
 local current = nil            -- the coroutine the scheduler is running
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> function(ok, err)
+local PARKED = {}              -- what a coroutine parked by the scheduler yields
 
 function sched.ready(co, a, b)
   tail = tail + 3
@@ -32,6 +33,7 @@ local function run(co, a, b)
   current = co
   local ok, err = resume(co, a, b)
   current = prev
+  if ok and err == PARKED then return end -- parked again: the common case
   if not ok or status(co) == "dead" then
     if not ok then report(co, err) end
     local hook = on_exit[co]
@@ -113,8 +115,9 @@ local function parkable()
 end
 
 -- Wait until obj (a C waitable) reports something. The caller re-checks its condition.
-function sched.wait(obj)
-  local co = parkable()
+-- co: the caller's sched.current(), when it already has it.
+function sched.wait(obj, co)
+  if co == nil then co = parkable() end
   obj:_arm()
   if co then
     local w = waiters[obj]
@@ -125,7 +128,7 @@ function sched.wait(obj)
     else
       w[#w + 1] = co
     end
-    return yield()
+    return yield(PARKED)
   end
   sched.step(nil)
 end
@@ -134,7 +137,7 @@ end
 -- From the main chunk, drive the loop until done() is true.
 function sched.park(done)
   local co = parkable()
-  if co then return yield() end
+  if co then return yield(PARKED) end
   while not done() do sched.step(nil, done) end
 end
 
