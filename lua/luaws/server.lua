@@ -21,6 +21,7 @@ function M.StatusText(code) return status_text[code] or "" end
 
 -- Percent-decoding of a URL path ("%2F" stays a byte of the path, as in Go's URL.Path).
 unescape = function(s)
+  if not s:find("%", 1, true) then return s end
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
@@ -28,8 +29,9 @@ end
 local ResponseWriter = { __name = "luaws.ResponseWriter" }
 ResponseWriter.__index = ResponseWriter
 
+-- Its header and body tables are made on first use: an upgraded request needs neither.
 local function new_writer(req)
-  return setmetatable({ req = req, header = header.new(), body = {}, answered = false }, ResponseWriter)
+  return setmetatable({ req = req, answered = false }, ResponseWriter)
 end
 
 local function check_writer(w, method)
@@ -38,7 +40,14 @@ local function check_writer(w, method)
   end
 end
 
-function ResponseWriter:Header() return self.header end
+function ResponseWriter:Header()
+  local h = self.header
+  if not h then
+    h = header.new()
+    self.header = h
+  end
+  return h
+end
 
 function ResponseWriter:WriteHeader(status)
   if type(status) ~= "number" or status < 100 or status > 999 then
@@ -51,7 +60,12 @@ function ResponseWriter:Write(data)
   if type(data) ~= "string" then error("bad argument #1 to 'Write' (string expected)", 2) end
   if self.answered then return nil, errors.new("http: response already sent") end
   if not self.status then self.status = 200 end
-  self.body[#self.body + 1] = data
+  local body = self.body
+  if not body then
+    body = {}
+    self.body = body
+  end
+  body[#body + 1] = data
   return #data
 end
 
@@ -59,20 +73,21 @@ end
 local function finish(w)
   if w.answered then return end
   w.answered = true
-  local body = table.concat(w.body)
-  if w.header:Get("Content-Type") == nil and #body > 0 then
-    w.header:Set("Content-Type", body:find("^%s*<") and "text/html; charset=utf-8" or
+  local body = w.body and table.concat(w.body) or ""
+  local h = w:Header()
+  if h:Get("Content-Type") == nil and #body > 0 then
+    h:Set("Content-Type", body:find("^%s*<") and "text/html; charset=utf-8" or
       "text/plain; charset=utf-8")
   end
   local status = w.status or 200
-  w.req:_respond(status, status_text[status] or "Status", header.flatten(w.header), body)
+  w.req:_respond(status, status_text[status] or "Status", header.flatten(h), body)
 end
 
 -- Error(w, text, status): Go's http.Error.
 function M.Error(w, text, status)
   check_writer(w, "Error")
-  w.header:Set("Content-Type", "text/plain; charset=utf-8")
-  w.header:Set("X-Content-Type-Options", "nosniff")
+  w:Header():Set("Content-Type", "text/plain; charset=utf-8")
+  w:Header():Set("X-Content-Type-Options", "nosniff")
   w:WriteHeader(status)
   w:Write(text .. "\n")
   finish(w)
@@ -146,7 +161,7 @@ local function dispatch(handler)
         if not ok then conn.abort(w.conn, 1011, "internal server error") end
       elseif not w.answered then
         if not ok then
-          w.body, w.status = {}, nil
+          w.body, w.status = nil, nil
           M.Error(w, "500 internal server error", 500)
         else
           finish(w)
@@ -286,7 +301,7 @@ end
 
 function Upgrader:returnError(w, r, status, reason)
   local err = errors.HandshakeError(reason, status)
-  w.header:Set("Sec-Websocket-Version", "13")
+  w:Header():Set("Sec-Websocket-Version", "13")
   if self.Error then
     self.Error(w, r, status, err)
     finish(w)
