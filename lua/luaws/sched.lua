@@ -11,7 +11,8 @@ local sched = {}
 -- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
 local queue, head, tail = {}, 1, 0
 local woken = {}               -- filled by core.step
-local waiters = {}             -- C object -> coroutine, or list of coroutines
+local waiters = {}             -- C object -> the coroutine waiting on it
+local more_waiters = {}        -- C object -> list of further coroutines waiting on it
 local current = nil            -- the coroutine the scheduler is running
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> function(ok, err)
 local PARKED = {}              -- what a coroutine parked by the scheduler yields
@@ -91,13 +92,16 @@ function sched.step(timeout, done)
   for i = 1, n do
     local obj = woken[i]
     woken[i] = nil
-    local w = waiters[obj]
-    if w then
+    local co = waiters[obj]
+    if co then
       waiters[obj] = nil
-      if type(w) == "thread" then
-        sched.ready(w)
+      local more = more_waiters[obj]
+      if more then
+        more_waiters[obj] = nil
+        sched.ready(co)
+        for j = 1, #more do sched.ready(more[j]) end
       else
-        for j = 1, #w do sched.ready(w[j]) end
+        run(co) -- the common case: one waiter, resumed at once
       end
     end
   end
@@ -120,13 +124,11 @@ function sched.wait(obj, co)
   if co == nil then co = parkable() end
   obj:_arm()
   if co then
-    local w = waiters[obj]
-    if w == nil then
+    if waiters[obj] == nil then
       waiters[obj] = co
-    elseif type(w) == "thread" then
-      waiters[obj] = { w, co }
     else
-      w[#w + 1] = co
+      local more = more_waiters[obj]
+      if more then more[#more + 1] = co else more_waiters[obj] = { co } end
     end
     return yield(PARKED)
   end
@@ -146,6 +148,7 @@ function sched.current() return parkable() end
 -- Nobody will wait on obj again (a stopped ticker): drop its waiters.
 function sched.forget(obj)
   waiters[obj] = nil
+  more_waiters[obj] = nil
   obj:_disarm()
 end
 
