@@ -127,6 +127,8 @@ end
 
 -- Child processes --------------------------------------------------------------------
 
+M.self_pid = tonumber(io.open("/proc/self/stat"):read("*l"):match("^(%d+)"))
+
 -- Start `cmd` in the background with stdout and stderr in a file. cmd is one simple
 -- command (program and arguments, shell-quoted as needed) so that its pid is the one we
 -- signal; for a shell snippet pass "sh -c '...'". Returns child = { pid =, out =, ... };
@@ -137,12 +139,17 @@ function M.spawn(cmd)
   local child = { out = base .. ".out", pidfile = base .. ".pid", rcfile = base .. ".rc",
     cmd = cmd }
   -- sh runs cmd as its own background job ($! is cmd's pid: a simple command is exec'd in
-  -- the forked child), then records its exit status once it ends.
+  -- the forked child), then records its exit status once it ends. A watcher kills the
+  -- child if this test process dies first (killed from outside, its finally blocks never
+  -- run), so no child outlives the run.
   local q = shell_quote
   local script = string.format(
-    "%s >%s 2>&1 </dev/null & echo $! >%s && mv %s %s; wait $!; echo $? >%s && mv %s %s",
+    "%s >%s 2>&1 </dev/null & c=$!; echo $c >%s && mv %s %s; " ..
+    "(while kill -0 %d 2>/dev/null && kill -0 $c 2>/dev/null; do sleep 1; done; " ..
+    "kill -9 $c 2>/dev/null) >/dev/null 2>&1 & " ..
+    "wait $c; echo $? >%s && mv %s %s",
     cmd, q(child.out), q(base .. ".pidtmp"), q(base .. ".pidtmp"), q(child.pidfile),
-    q(base .. ".rctmp"), q(base .. ".rctmp"), q(child.rcfile))
+    M.self_pid, q(base .. ".rctmp"), q(base .. ".rctmp"), q(child.rcfile))
   os.execute("sh -c " .. shell_quote(script) .. " >/dev/null 2>&1 &")
   local ok = M.wait_for(function()
     local s = M.read_file(child.pidfile)
