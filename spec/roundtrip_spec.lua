@@ -312,6 +312,16 @@ describe("headers and requests", function()
     assert.is_true(seen.is_upgrade)
   end)
 
+  it("IsWebSocketUpgrade reads tokens in any case, from a Header or a plain table", function()
+    assert.is_true(websocket.IsWebSocketUpgrade({ Header = {
+      Connection = "keep-alive, Upgrade", UPGRADE = "WebSocket" } }))
+    assert.is_true(websocket.IsWebSocketUpgrade({ Header = {
+      connection = { "keep-alive", "upgrade" }, upgrade = "websocket" } }))
+    assert.is_false(websocket.IsWebSocketUpgrade({ Header = {
+      Connection = "keep-alive", Upgrade = "websocket" } }))
+    assert.is_false(websocket.IsWebSocketUpgrade({ Header = { Connection = "Upgrade" } }))
+  end)
+
   it("a standard response header (Set-Cookie) from Upgrade reaches resp.Header", function()
     local srv, port = support.echo_server { header = { ["Set-Cookie"] = "session=abc" } }
     finally(function() srv:Close() end)

@@ -69,22 +69,27 @@ void luaws_push_headers(lua_State *L, const luaws_buf *list)
 	size_t off = 0;
 	lua_newtable(L);
 	while (luaws_headers_next(list, &off, &name, &value)) {
-		int t = lua_getfield(L, -1, name);
+		/* raw access with counted strings: lua_getfield/lua_pushstring would look each
+		 * C string up in Lua's string cache (a strcmp per call) */
+		int t;
+		lua_pushlstring(L, name, (size_t)(value - name) - 1);
+		lua_pushvalue(L, -1);
+		t = lua_rawget(L, -3);
 		if (t == LUA_TNIL) {
 			lua_pop(L, 1);
-			lua_pushstring(L, value);
-			lua_setfield(L, -2, name);
+			lua_pushlstring(L, value, strlen(value));
+			lua_rawset(L, -3);
 		} else if (t == LUA_TSTRING) {
 			lua_createtable(L, 2, 0);
 			lua_insert(L, -2);
 			lua_rawseti(L, -2, 1);
-			lua_pushstring(L, value);
+			lua_pushlstring(L, value, strlen(value));
 			lua_rawseti(L, -2, 2);
-			lua_setfield(L, -2, name);
+			lua_rawset(L, -3);
 		} else {
-			lua_pushstring(L, value);
+			lua_pushlstring(L, value, strlen(value));
 			lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-			lua_pop(L, 1);
+			lua_pop(L, 2);
 		}
 	}
 }

@@ -4,17 +4,18 @@ local M = {}
 
 local methods = {}
 local Header = { __name = "luaws.Header" }
+local lower = string.lower
 
 Header.__index = function(h, k)
   local m = methods[k]
   if m then return m end
   if type(k) ~= "string" then return nil end
-  return rawget(h, k:lower())
+  return rawget(h, lower(k))
 end
 
 Header.__newindex = function(h, k, v)
   if type(k) ~= "string" then error("luaws: header names are strings", 2) end
-  rawset(h, k:lower(), v)
+  rawset(h, lower(k), v)
 end
 
 function methods:Get(name)
@@ -86,11 +87,32 @@ function M.flatten(h, into)
   return into
 end
 
+-- The value of header name in h, whatever the case of either. For a Header (names
+-- stored lower case) a name already in lower case, as the per-request paths pass it,
+-- costs one raw lookup.
+local function lookup(h, name)
+  if getmetatable(h) == Header then
+    local v = rawget(h, name)
+    if v == nil then v = rawget(h, lower(name)) end
+    return v
+  end
+  local v = h[name] -- a plain table
+  if v ~= nil then return v end
+  local lname = lower(name)
+  for k, x in pairs(h) do
+    if type(k) == "string" and lower(k) == lname then return x end
+  end
+  return nil
+end
+
 -- The tokens of a comma-separated header, trimmed (for Connection, Upgrade, ...).
 function M.tokens(h, name)
   local out = {}
-  for _, v in ipairs(methods.Values(h, name)) do
-    for tok in v:gmatch("[^,]+") do
+  local v = lookup(h, name)
+  if v == nil then return out end
+  if type(v) ~= "table" then v = { v } end
+  for _, one in ipairs(v) do
+    for tok in one:gmatch("[^,]+") do
       tok = tok:match("^%s*(.-)%s*$")
       if tok ~= "" then out[#out + 1] = tok end
     end
@@ -98,9 +120,18 @@ function M.tokens(h, name)
   return out
 end
 
+-- get(h, name): h:Get(name) for any table of headers, cheapest with a lower-case name.
+function M.get(h, name)
+  local v = lookup(h, name)
+  if type(v) == "table" then return v[1] end
+  return v
+end
+
+-- has_token(h, name, token): does the comma-separated header name hold token (case
+-- does not matter in either)?
 function M.has_token(h, name, token)
   token = token:lower()
-  local v = h[name]
+  local v = lookup(h, name)
   -- the common case, one value that is just the token, without building a list
   if type(v) == "string" and #v == #token and v:lower() == token then return true end
   for _, t in ipairs(M.tokens(h, name)) do

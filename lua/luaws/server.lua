@@ -281,7 +281,7 @@ end
 
 -- gorilla's default: no Origin header, or its host equals the request's Host.
 local function same_origin(r)
-  local origin = r.Header:Get("Origin")
+  local origin = header.get(r.Header, "origin")
   if origin == nil then return true end
   local host = origin:match("^%a[%w+.-]*://([^/?#]*)")
   if not host then return false end
@@ -295,8 +295,8 @@ function M.Subprotocols(r) return header.tokens(r.Header, "Sec-WebSocket-Protoco
 
 -- IsWebSocketUpgrade(r) -> true when r asks for a WebSocket upgrade
 function M.IsWebSocketUpgrade(r)
-  return header.has_token(r.Header, "Connection", "upgrade") and
-    header.has_token(r.Header, "Upgrade", "websocket")
+  return header.has_token(r.Header, "connection", "upgrade") and
+    header.has_token(r.Header, "upgrade", "websocket")
 end
 
 function Upgrader:returnError(w, r, status, reason)
@@ -340,16 +340,16 @@ function Upgrader:Upgrade(w, r, response_header)
     error("bad argument #3 to 'Upgrade' (header table expected)", 2)
   end
   local bad = "the client is not using the websocket protocol: "
-  if not header.has_token(r.Header, "Connection", "upgrade") then
+  if not header.has_token(r.Header, "connection", "upgrade") then
     return self:returnError(w, r, 400, bad .. "'upgrade' token not found in 'Connection' header")
   end
-  if not header.has_token(r.Header, "Upgrade", "websocket") then
+  if not header.has_token(r.Header, "upgrade", "websocket") then
     return self:returnError(w, r, 400, bad .. "'websocket' token not found in 'Upgrade' header")
   end
   if r.Method ~= "GET" then
     return self:returnError(w, r, 405, bad .. "request method is not GET")
   end
-  if not header.has_token(r.Header, "Sec-Websocket-Version", "13") then
+  if not header.has_token(r.Header, "sec-websocket-version", "13") then
     return self:returnError(w, r, 400,
       "unsupported version: 13 not found in 'Sec-Websocket-Version' header")
   end
@@ -362,7 +362,7 @@ function Upgrader:Upgrade(w, r, response_header)
   if not check(r) then
     return self:returnError(w, r, 403, "request origin not allowed by Upgrader.CheckOrigin")
   end
-  local key = r.Header:Get("Sec-Websocket-Key") or ""
+  local key = header.get(r.Header, "sec-websocket-key") or ""
   if key == "" then
     return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
   end
