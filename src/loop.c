@@ -226,6 +226,7 @@ static int l_step(lua_State *L)
 	uv_run_mode mode = UV_RUN_ONCE;
 	lua_State *outer = loop->L;
 	size_t i, n;
+	int batching;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
 	if (loop->stepping)
@@ -240,11 +241,18 @@ static int l_step(lua_State *L)
 	else if (timeout > 0)
 		uv_timer_start(&loop->step_timer, step_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
 
+	/* what the coroutines wrote goes out before the loop may sleep; inside lws's
+	 * callbacks frames are written at once */
+	batching = loop->batching;
+	if (loop->nsegs)
+		luaws_batch_flush(loop);
+	loop->batching = 0;
 	loop->stepping = 1;
 	loop->L = L;
 	uv_run(&loop->uv, mode);
 	loop->L = outer;
 	loop->stepping = 0;
+	loop->batching = batching;
 	if (timeout > 0)
 		uv_timer_stop(&loop->step_timer);
 
@@ -257,6 +265,17 @@ static int l_step(lua_State *L)
 	loop->nwoken = 0;
 	lua_pushinteger(L, (lua_Integer)n);
 	return 1;
+}
+
+/* core.batch(on): batch small server frames until core.batch(false), which sends them
+ * (the scheduler brackets each step with it; see conn.c). */
+static int l_batch(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	loop->batching = lua_toboolean(L, 1);
+	if (!loop->batching && loop->nsegs)
+		luaws_batch_flush(loop);
+	return 0;
 }
 
 /* core.pending() -> true when objects were woken outside a step (the next step must not
@@ -325,6 +344,8 @@ static int loop_gc(lua_State *L)
 	luaws_loop *loop = lua_touserdata(L, 1);
 	if (loop->closing)
 		return 0;
+	luaws_batch_flush(loop);
+	loop->batching = 0;
 	loop->closing = 1;
 	if (loop->ctx) {
 		lws_context_destroy(loop->ctx);
@@ -342,6 +363,10 @@ static int loop_gc(lua_State *L)
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
 	luaws_buf_free(&loop->spare_in);
+	luaws_buf_free(&loop->batch);
+	free(loop->segs);
+	loop->segs = NULL;
+	loop->nsegs = loop->cap_segs = 0;
 	return 0;
 }
 
@@ -371,6 +396,7 @@ static int l_fork(lua_State *L)
 static const luaL_Reg core_functions[] = {
 	{"fork", l_fork},
 	{"step", l_step},
+	{"batch", l_batch},
 	{"pending", l_pending},
 	{"now", l_now},
 	{"monotime", l_monotime},

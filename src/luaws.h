@@ -61,6 +61,12 @@ size_t luaws_frame_header(unsigned char *out, int fin, int opcode, uint64_t len,
 int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		     luaws_frame_event *ev);
 
+struct luaws_conn;
+struct luaws_batch_seg {
+	struct luaws_conn *c;     /* NULL once sent or dropped */
+	size_t off, len;          /* in loop->batch */
+};
+
 typedef struct luaws_loop {
 	lua_State *L;             /* the thread inside luaws_step, for request callbacks */
 	uv_loop_t uv;
@@ -73,6 +79,13 @@ typedef struct luaws_loop {
 	luaws_buf spare_in;       /* a large emptied inbox, for the next conn that needs one */
 	int need_cancel;          /* lws was called from outside its callbacks */
 	uv_idle_t *lws_idle;      /* lws's own idle handle, which re-arms its timers */
+	/* Write batching (conn.c): while the scheduler runs coroutines, small server frames
+	 * are gathered here, in segments per connection, and go out together (one send per
+	 * connection) when the step ends. */
+	int batching;
+	luaws_buf batch;
+	struct luaws_batch_seg *segs;
+	size_t nsegs, cap_segs;
 	int stepping, closing;
 	unsigned live_conns;
 } luaws_loop;
@@ -139,6 +152,8 @@ typedef struct luaws_conn {
 	luaws_buf ctl_in;         /* pings/pongs for Lua handlers: type, length byte, payload */
 	luaws_out *out_head, *out_tail;
 	size_t out_bytes;
+	size_t batched;           /* segments of this conn waiting in loop->batch */
+	size_t last_seg;          /* its latest segment (extended while it stays last) */
 	luaws_deadlines *deadlines;
 	int close_code;
 	char close_text[124];
@@ -149,6 +164,7 @@ typedef struct luaws_conn {
 } luaws_conn;
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client);
+void luaws_batch_flush(luaws_loop *loop);
 void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
 void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len);
 void luaws_conn_closed(luaws_conn *c, const char *error);

@@ -85,9 +85,12 @@ function sched.set_exit_hook(co, hook) on_exit[co] = hook end
 -- One turn of the loop: run what is ready, poll (waiting at most timeout seconds; nil:
 -- as long as needed), hand woken objects to their waiters, run those. A main-chunk
 -- caller passes its condition as done: once the ready coroutines met it, no polling.
+-- While coroutines run, small frames they write are batched, and sent when the step
+-- ends (or before the loop polls): one send per connection for all it wrote.
 function sched.step(timeout, done)
+  core.batch(true)
   run_ready()
-  if done and done() then return end
+  if done and done() then core.batch(false) return end
   local n = core.step(timeout, woken)
   for i = 1, n do
     local obj = woken[i]
@@ -106,6 +109,7 @@ function sched.step(timeout, done)
     end
   end
   run_ready()
+  core.batch(false)
 end
 
 -- Is the caller a coroutine this scheduler runs (so it may yield)?
