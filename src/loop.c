@@ -407,10 +407,10 @@ static const luaL_Reg core_functions[] = {
 };
 
 /* A server holds a descriptor per connection: raise the soft limit towards the hard one,
- * as Go (1.19+) does at start-up, but not past FD_LIMIT_CAP: lws 4.1 sizes a table by
- * the limit and scans all of it for every socket it takes on (unix-fds.c,
- * sanity_assert_no_sockfd_traces), so a limit of a million would cost 8 MB of reading per
- * accepted connection. */
+ * as Go (1.19+) does at start-up, but not past FD_LIMIT_CAP: lws 4.1 (Debian's build
+ * has _DEBUG on) sizes a table by the limit and scans all of it each time it closes a
+ * socket (close.c, sanity_assert_no_sockfd_traces in unix-fds.c), so a limit of a
+ * million would cost 8 MB of reading per closed connection. */
 #define FD_LIMIT_CAP 16384
 static void raise_fd_limit(void)
 {
