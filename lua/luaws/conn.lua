@@ -41,9 +41,12 @@ local function check_conn(c, method)
 end
 M.is_conn = function(c) return getmetatable(c) == conn_mt end
 
--- Set by server.lua and client.lua from Upgrader/Dialer.WriteBufferSize.
+-- Called by server.lua and client.lua for each new connection, with
+-- Upgrader/Dialer.WriteBufferSize: makes its state, so even the first read takes the
+-- short path.
 function M.set_write_buffer(c, n)
-  if type(n) == "number" and n > 0 then state(c).write_buffer = math.floor(n) end
+  local st = state(c)
+  if type(n) == "number" and n > 0 then st.write_buffer = math.floor(n) end
 end
 
 local timeout_error = errors.new("websocket: i/o timeout", { timeout = true })

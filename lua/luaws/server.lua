@@ -367,10 +367,10 @@ function Upgrader:Upgrade(w, r, response_header)
     return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
   end
   local sub = select_subprotocol(self, r, response_header)
-  local extra = {}
+  local extra
   if rh then
     rh:Del("Sec-Websocket-Protocol")
-    header.flatten(rh, extra)
+    extra = header.flatten(rh)
   end
   if w.answered then
     return nil, errors.new("websocket: the response was already written")
