@@ -141,46 +141,47 @@ describe("round trip through the in-process echo server", function()
 end)
 
 describe("writes from a handler (batched within a loop turn once the scheduler resumes it)", function()
-  it("300 messages of mixed sizes pushed in one turn arrive complete and in order, then the close", function()
-    local sizes = { 1, 10, 200, 1024, 1025, 5000, 0, 70000, 3, 125, 126, 65535, 65536 }
-    local function payload(i)
-      local n = sizes[(i - 1) % #sizes + 1]
-      local tag = ("%05d:"):format(i)
-      if n <= #tag then return tag:sub(1, n) end
-      return tag .. binary(n - #tag, i)
-    end
+  -- A server whose handler waits for the client's "go" (so that the scheduler, where
+  -- writes are batched, resumes it) and then runs push(c); returns the client's conn.
+  local function after_go(push)
     local up = websocket.Upgrader()
     local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
       local c = up:Upgrade(w, r)
       if not c then return end
-      c:ReadMessage() -- resumed by the scheduler from here on, where writes are batched
-      for i = 1, 300 do
-        local mt = i % 2 == 0 and websocket.TextMessage or websocket.BinaryMessage
-        if mt == websocket.TextMessage then
-          assert(c:WriteMessage(mt, ("t%05d"):format(i)))
-        else
-          assert(c:WriteMessage(mt, payload(i)))
-        end
-      end
-      c:WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "done"))
-      c:ReadMessage() -- until the client answers the close
-      c:Close()
+      c:ReadMessage()
+      push(c)
     end))
     finally(function() srv:Close() end)
     local c, _, err = Dial(support.url(srv:Port()))
     assert.is_nil(err)
     finally(function() c:Close() end)
     assert.is_true(c:WriteMessage(websocket.TextMessage, "go"))
+    return c
+  end
+
+  it("300 messages of mixed sizes pushed in one turn arrive complete and in order, then the close", function()
+    local sizes = { 1, 10, 200, 1024, 1025, 5000, 0, 70000, 3, 125, 126, 65535, 65536 }
+    local function payload(i)
+      if i % 2 == 0 then return ("t%05d"):format(i) end -- text
+      local n = sizes[(i - 1) % #sizes + 1]
+      local tag = ("%05d:"):format(i)
+      if n <= #tag then return tag:sub(1, n) end
+      return tag .. binary(n - #tag, i)
+    end
+    local c = after_go(function(sc)
+      for i = 1, 300 do
+        local mt = i % 2 == 0 and websocket.TextMessage or websocket.BinaryMessage
+        assert(sc:WriteMessage(mt, payload(i)))
+      end
+      sc:WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "done"))
+      sc:ReadMessage() -- until the client answers the close
+      sc:Close()
+    end)
     for i = 1, 300 do
       local mt, data, rerr = c:ReadMessage()
       assert.is_nil(rerr, "message " .. i)
-      if i % 2 == 0 then
-        assert.are.equal(websocket.TextMessage, mt)
-        assert.are.equal(("t%05d"):format(i), data)
-      else
-        assert.are.equal(websocket.BinaryMessage, mt)
-        assert.is_nil(diff(data, payload(i)), "message " .. i)
-      end
+      assert.are.equal(i % 2 == 0 and websocket.TextMessage or websocket.BinaryMessage, mt)
+      assert.is_nil(diff(data, payload(i)), "message " .. i)
     end
     local _, _, cerr = c:ReadMessage()
     assert.is_true(websocket.IsCloseError(cerr, 1000))
@@ -188,21 +189,12 @@ describe("writes from a handler (batched within a loop turn once the scheduler r
   end)
 
   it("a message written just before Close() still reaches the peer", function()
-    local up = websocket.Upgrader()
-    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
-      local c = up:Upgrade(w, r)
-      if not c then return end
-      c:ReadMessage() -- resumed by the scheduler from here on, where writes are batched
-      c:WriteMessage(websocket.TextMessage, "first")
-      c:WriteMessage(websocket.BinaryMessage, binary(3000, 7))
-      c:WriteMessage(websocket.TextMessage, "last words")
-      c:Close()
-    end))
-    finally(function() srv:Close() end)
-    local c, _, err = Dial(support.url(srv:Port()))
-    assert.is_nil(err)
-    finally(function() c:Close() end)
-    assert.is_true(c:WriteMessage(websocket.TextMessage, "go"))
+    local c = after_go(function(sc)
+      sc:WriteMessage(websocket.TextMessage, "first")
+      sc:WriteMessage(websocket.BinaryMessage, binary(3000, 7))
+      sc:WriteMessage(websocket.TextMessage, "last words")
+      sc:Close()
+    end)
     local mt, data = c:ReadMessage()
     assert.are.equal("first", data)
     mt, data = c:ReadMessage()
