@@ -636,3 +636,49 @@ time.sleep(60)
     assert.is_nil(support.status(server), "the server died:\n" .. support.output(server))
   end)
 end)
+
+describe("the open-files limit (lws sizes and scans a table by it)", function()
+  -- Runs a Lua child that loads luaws after `limits` (a shell ulimit command) with
+  -- environment `env`; returns the soft and hard limits the child then has.
+  local function limits_after_require(limits, env)
+    local code = ([[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = %q .. package.cpath
+require "luaws"
+for line in io.lines("/proc/self/limits") do
+  local soft, hard = line:match("^Max open files%%s+(%%d+)%%s+(%%d+)")
+  if soft then print(soft, hard) end
+end]]):format((os.getenv("LUAWS_BUILD") or "build") .. "/?.so;")
+    local p = assert(io.popen("sh -c " .. support.shell_quote(limits .. " && exec " ..
+      (env or "") .. " lua5.4 -e " .. support.shell_quote(code)) .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    local soft, hard = out:match("(%d+)%s+(%d+)")
+    assert(soft, "no limits from the child: " .. out)
+    return tonumber(soft), tonumber(hard)
+  end
+
+  it("raises a low soft limit to 16384 (or the hard limit)", function()
+    local soft, hard = limits_after_require("ulimit -Sn 256")
+    assert.are.equal(math.min(hard, 16384), soft)
+  end)
+
+  it("lowers a soft limit above 16384 (a container's 1048576, say) to 16384", function()
+    local soft, hard = limits_after_require("ulimit -Sn $(ulimit -Hn)")
+    assert.are.equal(math.min(hard, 16384), soft)
+  end)
+
+  it("LUAWS_MAX_FDS sets another value, within the hard limit", function()
+    local soft, hard = limits_after_require("ulimit -Sn 256", "env LUAWS_MAX_FDS=3000")
+    assert.are.equal(math.min(hard, 3000), soft)
+    soft, hard = limits_after_require("ulimit -Sn 256", "env LUAWS_MAX_FDS=99999999")
+    assert.are.equal(hard, soft)
+  end)
+
+  it("ignores a LUAWS_MAX_FDS that is not a number of at least 64", function()
+    local soft, hard = limits_after_require("ulimit -Sn 256", "env LUAWS_MAX_FDS=lots")
+    assert.are.equal(math.min(hard, 16384), soft)
+    soft, hard = limits_after_require("ulimit -Sn 256", "env LUAWS_MAX_FDS=10")
+    assert.are.equal(math.min(hard, 16384), soft)
+  end)
+end)
