@@ -67,7 +67,11 @@ void luaws_push_headers(lua_State *L, const luaws_buf *list)
 {
 	const char *name, *value;
 	size_t off = 0;
-	lua_newtable(L);
+	int n = 0;
+	while (luaws_headers_next(list, &off, &name, &value))
+		n++;
+	lua_createtable(L, 0, n); /* sized once, not grown header by header */
+	off = 0;
 	while (luaws_headers_next(list, &off, &name, &value)) {
 		/* raw access with counted strings: lua_getfield/lua_pushstring would look each
 		 * C string up in Lua's string cache (a strcmp per call) */

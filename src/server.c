@@ -235,8 +235,11 @@ static int l_upgrade(lua_State *L)
 	rc = luaws_buf_reserve(&out, LWS_PRE + 256);
 	if (!rc)
 		out.len = LWS_PRE;
-	rc = rc || luaws_buf_printf(&out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-				    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", accept) ||
+	/* the fixed part without printf: this runs for every connection */
+	static const char head101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				      "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+	rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
+	     luaws_buf_append(&out, accept, strlen(accept)) || luaws_buf_append(&out, "\r\n", 2) ||
 	     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
 	     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
 	luaws_buf_free(&extra);

@@ -127,15 +127,15 @@ function M.get(h, name)
   return v
 end
 
--- has_token(h, name, token): does the comma-separated header name hold token (case
--- does not matter in either)?
+-- has_token(h, name, token): does the comma-separated header name hold token (given in
+-- lower case; the header's case does not matter)?
 function M.has_token(h, name, token)
-  token = token:lower()
   local v = lookup(h, name)
-  -- the common case, one value that is just the token, without building a list
-  if type(v) == "string" and #v == #token and v:lower() == token then return true end
+  -- the common cases, one value that is just the token, without building a list
+  if v == token then return true end
+  if type(v) == "string" and #v == #token and lower(v) == token then return true end
   for _, t in ipairs(M.tokens(h, name)) do
-    if t:lower() == token then return true end
+    if lower(t) == token then return true end
   end
   return false
 end
