@@ -970,6 +970,8 @@ static int push_no_message(lua_State *L, luaws_conn *c)
 		return 3;
 	}
 	if (!read_ended(c)) {
+		/* the caller is about to wait for c: arm it now, saving it a call */
+		luaws_arm(L, c->loop, &c->waitable, 1);
 		lua_pushboolean(L, 0);
 		return 1;
 	}
@@ -982,7 +984,8 @@ static int push_no_message(lua_State *L, luaws_conn *c)
 	return 4;
 }
 
-/* conn:_read() -> mt, data | false (nothing yet) | nil, code, text, peer_close */
+/* conn:_read() -> mt, data | false (nothing yet; c is armed) | nil, code, text,
+ * peer_close */
 static int l_read(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);

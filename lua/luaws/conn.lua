@@ -112,7 +112,7 @@ end
 local function wait_read(c, st)
   local co = sched.current()
   st.reader = co or true
-  sched.wait(c, co or false)
+  sched.wait(c, co or false, true) -- the C read primitives arm c when they find nothing
   st.reader = nil
 end
 

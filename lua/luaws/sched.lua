@@ -123,10 +123,11 @@ local function parkable()
 end
 
 -- Wait until obj (a C waitable) reports something. The caller re-checks its condition.
--- co: the caller's sched.current(), when it already has it.
-function sched.wait(obj, co)
+-- co: the caller's sched.current(), when it already has it; armed: obj is armed already
+-- (a C primitive that found nothing did it).
+function sched.wait(obj, co, armed)
   if co == nil then co = parkable() end
-  obj:_arm()
+  if not armed then obj:_arm() end
   if co then
     if waiters[obj] == nil then
       waiters[obj] = co
