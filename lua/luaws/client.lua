@@ -1,5 +1,6 @@
 -- The client side, shaped like gorilla's Dialer: Dialer{...}:Dial(url, header) and
 -- DefaultDialer. Name lookup, connect and handshake run on the loop; the caller parks.
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"

@@ -2,6 +2,7 @@
 -- reading (ReadMessage, NextReader, handlers, deadlines, limit), writing (WriteMessage,
 -- NextWriter, WriteControl, prepared messages, JSON) and closing. Errors are permanent,
 -- as in gorilla: after a read error every read returns it, the same for writes.
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"

@@ -1,5 +1,6 @@
 -- Error values: objects with __tostring, compared by identity for the sentinels
 -- (ErrCloseSent, ...), with .code/.text for a CloseError and .timeout for timeouts.
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local M = {}
 
 local Error = { __name = "luaws.Error" }

@@ -1,5 +1,6 @@
 -- HTTP headers as Go's http.Header: a table name -> value (a list for repeated
 -- headers) whose lookups ignore case: h:Get("origin"), h.Origin, h["sec-websocket-key"].
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local M = {}
 
 local methods = {}
@@ -91,12 +92,10 @@ end
 -- stored lower case) a name already in lower case, as the per-request paths pass it,
 -- costs one raw lookup.
 local function lookup(h, name)
-  if getmetatable(h) == Header then
-    local v = rawget(h, name)
-    if v == nil then v = rawget(h, lower(name)) end
-    return v
-  end
-  local v = h[name] -- a plain table
+  local v = rawget(h, name)
+  if v ~= nil then return v end
+  if getmetatable(h) == Header then return rawget(h, lower(name)) end
+  v = h[name] -- a plain table
   if v ~= nil then return v end
   local lname = lower(name)
   for k, x in pairs(h) do

@@ -1,6 +1,7 @@
 -- The Go-like runtime: Go (goroutines), channels, Select, Sleep, After, NewTicker, Now,
 -- Notify (signals). Channels follow Go: unbuffered ones hand values over directly,
 -- receiving from a closed channel gives nil, false, sending on one raises.
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 

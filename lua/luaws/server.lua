@@ -1,6 +1,7 @@
 -- The server side, shaped like Go's net/http plus gorilla's Upgrader: HandleFunc,
 -- ServeMux, ListenAndServe, the ResponseWriter `w` and Request `r` a handler gets, and
 -- Upgrader:Upgrade. Each request's handler runs in its own coroutine.
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"
