@@ -337,7 +337,7 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 		lws_adopt_desc_t info;
 		struct sockaddr_storage peer;
 		socklen_t pl = sizeof(peer);
-		int one = 1, fd = accept4(l->fd, (struct sockaddr *)&peer, &pl,
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &pl,
 					  SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -350,7 +350,6 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 			uv_timer_start(&l->backoff, on_backoff_done, ACCEPT_BACKOFF_MS, 0);
 			break;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		luaws_format_address((struct sockaddr *)&peer, l->accepted_from,
 				     sizeof(l->accepted_from));
 		memset(&info, 0, sizeof(info));
@@ -422,6 +421,8 @@ static int l_listen(lua_State *L)
 	if (fd < 0)
 		return luaws_fail(L, strerror(errno));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* accepted sockets inherit it (Linux): no setsockopt per connection */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (reuseport)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (!ip) /* every interface, IPv4 too */
