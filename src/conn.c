@@ -146,10 +146,26 @@ void luaws_format_address(const struct sockaddr *sa, char *out, size_t len)
 		uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof(host));
 		lws_snprintf(out, len, "[%s]:%u", host,
 			     ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
-	} else if (sa->sa_family == AF_INET) {
-		uv_ip4_name((const struct sockaddr_in *)sa, host, sizeof(host));
-		lws_snprintf(out, len, "%s:%u", host,
-			     ntohs(((const struct sockaddr_in *)sa)->sin_port));
+	} else if (sa->sa_family == AF_INET && len >= sizeof("255.255.255.255:65535")) {
+		/* by hand: this runs for every accepted connection, and snprintf costs more
+		 * than the rest of the accept path in user space */
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		const unsigned char *b = (const unsigned char *)&in->sin_addr.s_addr;
+		unsigned parts[5] = {b[0], b[1], b[2], b[3], ntohs(in->sin_port)};
+		char *p = out;
+		int i;
+		for (i = 0; i < 5; i++) {
+			char digits[5];
+			int n = 0;
+			unsigned v = parts[i];
+			do {
+				digits[n++] = (char)('0' + v % 10);
+				v /= 10;
+			} while (v);
+			while (n)
+				*p++ = digits[--n];
+			*p++ = i < 3 ? '.' : i == 3 ? ':' : '\0';
+		}
 	}
 }
 
