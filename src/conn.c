@@ -626,7 +626,6 @@ static int put_bytes(luaws_conn *c, unsigned char *p, size_t len, int front)
 	return 0;
 }
 
-/* Frame len bytes (masked on the client side) in the loop's scratch buffer and send. */
 /* Write batching. While the scheduler runs coroutines (loop->batching), small server
  * frames are not sent at once but appended to loop->batch, in segments that record
  * which connection they belong to; a connection writing several frames in a row
@@ -717,7 +716,7 @@ void luaws_batch_flush(luaws_loop *loop)
 	loop->batch.len = 0;
 }
 
-/* Add a frame to the batch. -1 when there is no room (the caller sends it itself). */
+/* Add a frame to the batch. -1 when out of memory (nothing was added). */
 static int batch_add(luaws_conn *c, const unsigned char *hdr, size_t hl,
 		     const unsigned char *data, size_t len)
 {
@@ -764,8 +763,8 @@ static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned 
 	int fd = lws_get_socket_fd(c->wsi);
 	ssize_t n;
 
-	if (len <= SMALL_FRAME && c->loop->batching && !batch_add(c, hdr, hl, data, len))
-		return 0;
+	if (len <= SMALL_FRAME && c->loop->batching)
+		return batch_add(c, hdr, hl, data, len); /* -1: out of memory */
 	if (len <= SMALL_FRAME) {
 		/* one contiguous send: cheaper in the kernel than a two-part sendmsg */
 		memcpy(hdr + hl, data, len);
@@ -800,6 +799,9 @@ static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned 
 	return 0;
 }
 
+/* Send one frame: batched or straight to the socket (server frames, see above), else
+ * framed (masked on the client side) in the loop's scratch buffer and put on the socket
+ * or the queue. */
 static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
 		      size_t len, int front)
 {
