@@ -134,6 +134,8 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
  * syscalls per step). lws_cancel_service is the fallback if the handle was not found. */
 void luaws_touched_lws(luaws_loop *loop)
 {
+	if (loop->closing)
+		return;
 	if (loop->lws_idle && loop->lws_idle->idle_cb)
 		uv_idle_start(loop->lws_idle, loop->lws_idle->idle_cb);
 	else
@@ -347,6 +349,7 @@ static int loop_gc(lua_State *L)
 	luaws_batch_flush(loop);
 	loop->batching = 0;
 	loop->closing = 1;
+	loop->lws_idle = NULL; /* lws frees it with its context */
 	if (loop->ctx) {
 		lws_context_destroy(loop->ctx);
 		/* let lws's handles finish closing: their close callbacks live in the evlib
