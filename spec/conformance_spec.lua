@@ -54,12 +54,7 @@ lazy_teardown(function() support.keepalive(false) end)
 local PYTHON = "/usr/bin/python3"
 local q = support.shell_quote
 
-local function sh_output(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
-  return (out:gsub("%s+$", ""))
-end
+local sh_output = support.sh_output
 local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 if spec_dir:sub(1, 1) ~= "/" then spec_dir = sh_output("pwd") .. "/" .. spec_dir end
 local RAW_CLIENT = spec_dir .. "/peers/raw_client.py"

@@ -53,31 +53,7 @@ local function echo(c, _, st)
   end
 end
 
--- nil when a == b, else a short description (never the payloads themselves).
-local function diff(got, want)
-  if got == want then return nil end
-  if type(got) ~= "string" then return "got " .. tostring(got) .. " instead of " .. #want .. " bytes" end
-  if #got ~= #want then return ("got %d bytes, want %d"):format(#got, #want) end
-  for i = 1, #want do
-    if got:byte(i) ~= want:byte(i) then
-      return ("same length %d, first difference at byte %d"):format(#want, i)
-    end
-  end
-end
-
--- n bytes of varied binary content.
-local function binary(n, seed)
-  local out, chunk, x = {}, {}, seed or 12345
-  for i = 1, n do
-    x = (x * 1103515245 + 12345) % 2147483648
-    chunk[#chunk + 1] = (x >> 16) % 256
-    if #chunk == 4096 or i == n then
-      out[#out + 1] = string.char(table.unpack(chunk))
-      chunk = {}
-    end
-  end
-  return table.concat(out)
-end
+local diff, binary = support.diff, support.binary
 
 -- n bytes, cheap to build even for many MiB, every 4096-byte block different.
 local function big(n)

@@ -20,6 +20,7 @@
 --
 -- Run from the repository root: busted --lua=lua5.4 spec/interop_spec.lua
 local websocket = require "luaws"
+local support = require "support"
 
 local PYTHON = "/usr/bin/python3"
 
@@ -111,24 +112,7 @@ local LUAWS_TOKEN = "luaws-token-5d1e"
 ---------------------------------------------------------------------------------------
 -- helpers
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function sh_output(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
-  return (out:gsub("%s+$", ""))
-end
+local q, read_file, sh_output = support.shell_quote, support.read_file, support.sh_output
 
 local root = sh_output("pwd")
 local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"

@@ -8,32 +8,7 @@ lazy_teardown(function() support.keepalive(false) end)
 
 local Dial = function(...) return websocket.DefaultDialer:Dial(...) end
 
--- nil when a == b, else a short description (never the payloads themselves: they are big).
-local function diff(got, want)
-  if got == want then return nil end
-  if type(got) ~= "string" then return "got " .. type(got) .. " instead of " .. #want .. " bytes" end
-  if #got ~= #want then return ("got %d bytes, want %d"):format(#got, #want) end
-  for i = 1, #want do
-    if got:byte(i) ~= want:byte(i) then
-      return ("same length %d but first difference at byte %d (%d ~= %d)"):format(
-        #want, i, got:byte(i), want:byte(i))
-    end
-  end
-end
-
--- n bytes of varied binary content (an LCG, every byte value occurs).
-local function binary(n, seed)
-  local out, chunk, x = {}, {}, seed or 12345
-  for i = 1, n do
-    x = (x * 1103515245 + 12345) % 2147483648
-    chunk[#chunk + 1] = (x >> 16) % 256
-    if #chunk == 4096 or i == n then
-      out[#out + 1] = string.char(table.unpack(chunk))
-      chunk = {}
-    end
-  end
-  return table.concat(out)
-end
+local diff, binary = support.diff, support.binary
 
 -- Valid UTF-8 text of exactly n bytes mixing 1-, 2-, 3- and 4-byte characters.
 local function text(n)

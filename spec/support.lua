@@ -60,6 +60,44 @@ local function shell_quote(s)
 end
 M.shell_quote = shell_quote
 
+-- The output of a shell command, without its trailing white space.
+function M.sh_output(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return (out:gsub("%s+$", ""))
+end
+
+-- Payloads ------------------------------------------------------------------------------
+
+-- nil when got == want, else a short description (never the payloads themselves: they
+-- can be big).
+function M.diff(got, want)
+  if got == want then return nil end
+  if type(got) ~= "string" then return "got " .. tostring(got) .. " instead of " .. #want .. " bytes" end
+  if #got ~= #want then return ("got %d bytes, want %d"):format(#got, #want) end
+  for i = 1, #want do
+    if got:byte(i) ~= want:byte(i) then
+      return ("same length %d but first difference at byte %d (%d ~= %d)"):format(
+        #want, i, got:byte(i), want:byte(i))
+    end
+  end
+end
+
+-- n bytes of varied binary content (an LCG from seed, every byte value occurs).
+function M.binary(n, seed)
+  local out, chunk, x = {}, {}, seed or 12345
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    chunk[#chunk + 1] = (x >> 16) % 256
+    if #chunk == 4096 or i == n then
+      out[#out + 1] = string.char(table.unpack(chunk))
+      chunk = {}
+    end
+  end
+  return table.concat(out)
+end
+
 -- Poll cond() every `interval` seconds (default 0.01) for at most `timeout` seconds
 -- (default 10), driving the luaws loop meanwhile. Returns cond()'s first truthy value, or
 -- false on timeout.
