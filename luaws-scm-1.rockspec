@@ -25,11 +25,11 @@ build = {
   modules = {
     ["luaws.core"] = {
       sources = {
-        "src/client.c", "src/conn.c", "src/core.c", "src/frame.c", "src/headers.c",
-        "src/http.c", "src/loop.c", "src/prepared.c", "src/protocol.c", "src/server.c",
-        "src/signal.c", "src/timer.c",
+        "src/address.c", "src/client.c", "src/conn.c", "src/core.c", "src/frame.c",
+        "src/headers.c", "src/http.c", "src/loop.c", "src/prepared.c", "src/protocol.c",
+        "src/server.c", "src/signal.c", "src/time.c", "src/timer.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv" },
+      libraries = { "websockets", "uv", "m" },
       incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
       libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)" },
       defines = {},

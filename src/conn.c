@@ -137,48 +137,6 @@ void luaws_conn_closed(luaws_conn *c, const char *error)
 	luaws_wake(c->loop, &c->waitable);
 }
 
-/* "ip:port" (or "[ip6]:port") of a socket address. */
-void luaws_format_address(const struct sockaddr *sa, char *out, size_t len)
-{
-	char host[INET6_ADDRSTRLEN];
-	out[0] = '\0';
-	if (sa->sa_family == AF_INET6) {
-		uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof(host));
-		lws_snprintf(out, len, "[%s]:%u", host,
-			     ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
-	} else if (sa->sa_family == AF_INET && len >= sizeof("255.255.255.255:65535")) {
-		/* by hand: this runs for every accepted connection, and snprintf costs more
-		 * than the rest of the accept path in user space */
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		const unsigned char *b = (const unsigned char *)&in->sin_addr.s_addr;
-		unsigned parts[5] = {b[0], b[1], b[2], b[3], ntohs(in->sin_port)};
-		char *p = out;
-		int i;
-		for (i = 0; i < 5; i++) {
-			char digits[5];
-			int n = 0;
-			unsigned v = parts[i];
-			do {
-				digits[n++] = (char)('0' + v % 10);
-				v /= 10;
-			} while (v);
-			while (n)
-				*p++ = digits[--n];
-			*p++ = i < 3 ? '.' : i == 3 ? ':' : '\0';
-		}
-	}
-}
-
-/* "ip:port" of either end of a socket. */
-void luaws_socket_address(int fd, int peer, char *out, size_t len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	out[0] = '\0';
-	if (!(peer ? getpeername(fd, (struct sockaddr *)&ss, &sl) :
-		     getsockname(fd, (struct sockaddr *)&ss, &sl)))
-		luaws_format_address((struct sockaddr *)&ss, out, len);
-}
 
 /* Has the read side ended (close frame received, connection failed or gone)? */
 static int read_ended(const luaws_conn *c)
@@ -275,62 +233,10 @@ static int fail(luaws_conn *c, int code, const char *why)
 	return -1;
 }
 
-/* Check the next bytes of UTF-8 text (RFC 3629), carrying the state of a sequence split
- * across calls in st[0..2] (bytes still needed, allowed range of the next one). */
-static int utf8_valid(unsigned char st[3], const unsigned char *p, size_t n)
-{
-	unsigned need = st[0], lo = st[1], hi = st[2];
-	size_t i = 0;
-	for (; i < n; i++) {
-		unsigned b = p[i];
-		if (need) {
-			if (b < lo || b > hi)
-				return 0;
-			need--;
-			lo = 0x80;
-			hi = 0xBF;
-			continue;
-		}
-		if (b < 0x80) {
-			/* ASCII runs: 8 bytes at a time */
-			while (n - i > 8) {
-				uint64_t w;
-				memcpy(&w, p + i + 1, 8);
-				if (w & 0x8080808080808080ULL)
-					break;
-				i += 8;
-			}
-			continue;
-		}
-		lo = 0x80;
-		hi = 0xBF;
-		if (b >= 0xC2 && b <= 0xDF)
-			need = 1;
-		else if (b == 0xE0)
-			need = 2, lo = 0xA0;
-		else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF)
-			need = 2;
-		else if (b == 0xED)
-			need = 2, hi = 0x9F;
-		else if (b == 0xF0)
-			need = 3, lo = 0x90;
-		else if (b >= 0xF1 && b <= 0xF3)
-			need = 3;
-		else if (b == 0xF4)
-			need = 3, hi = 0x8F;
-		else
-			return 0;
-	}
-	st[0] = (unsigned char)need;
-	st[1] = (unsigned char)lo;
-	st[2] = (unsigned char)hi;
-	return 1;
-}
-
 static int text_chunk_valid(luaws_conn *c, const unsigned char *p, size_t n, int final)
 {
 	unsigned char st[3] = {c->utf8_need, c->utf8_lo, c->utf8_hi};
-	int ok = utf8_valid(st, p, n) && !(final && st[0]);
+	int ok = luaws_utf8_valid(st, p, n) && !(final && st[0]);
 	c->utf8_need = st[0];
 	c->utf8_lo = st[1];
 	c->utf8_hi = st[2];
@@ -444,7 +350,7 @@ static int peer_close(luaws_conn *c)
 		if (!valid_close_code(code))
 			return fail(c, 1002, "invalid close code");
 		tl = (size_t)c->ctl_len - 2;
-		if (!utf8_valid(st, c->ctl + 2, tl) || st[0])
+		if (!luaws_utf8_valid(st, c->ctl + 2, tl) || st[0])
 			return fail(c, 1007, "invalid UTF-8 in close reason");
 	}
 	c->close_received = 1;

@@ -170,8 +170,6 @@ void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len);
 void luaws_conn_closed(luaws_conn *c, const char *error);
 struct lws *luaws_conn_detach(luaws_conn *c);
 void luaws_conn_abandon(luaws_conn *c);
-void luaws_socket_address(int fd, int peer, char *out, size_t len);
-void luaws_format_address(const struct sockaddr *sa, char *out, size_t len);
 int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len);
 int luaws_conn_open(lua_State *L);
 
@@ -195,6 +193,22 @@ void luaws_push_headers(lua_State *L, const luaws_buf *list);
 int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value);
 int luaws_headers_append(luaws_buf *out, const luaws_buf *list);
 void luaws_headers_store(lua_State *L, int idx, luaws_buf *out);
+
+/* utf8.c: st holds the state of a sequence split across calls (zeroed at a message's
+ * start); the text is whole and valid when this returned 1 and st[0] is 0 */
+int luaws_utf8_valid(unsigned char st[3], const unsigned char *p, size_t n);
+
+/* address.c */
+void luaws_socket_address(int fd, int peer, char *out, size_t len);
+void luaws_format_address(const struct sockaddr *sa, char *out, size_t len);
+
+/* time.c: seconds from Lua to libuv milliseconds. luaws_check_seconds raises an argument
+ * error for NaN; luaws_ms rounds up, gives 0 for a passed time (-inf included) and
+ * LUAWS_NEVER for a time too far away to matter (+inf included). */
+#define LUAWS_NEVER UINT64_MAX
+double luaws_check_seconds(lua_State *L, int arg);
+double luaws_opt_seconds(lua_State *L, int arg, double def);
+uint64_t luaws_ms(double seconds);
 
 /* http.c: the HTTP side of the handshake */
 #define LUAWS_HEAD_MAX (16 * 1024)
