@@ -26,7 +26,7 @@ build = {
     ["luaws.core"] = {
       sources = {
         "src/address.c", "src/client.c", "src/conn.c", "src/core.c", "src/frame.c",
-        "src/headers.c", "src/http.c", "src/loop.c", "src/prepared.c", "src/protocol.c",
+        "src/headers.c", "src/http.c", "src/loop.c", "src/prepared.c", "src/protocol.c", "src/sender.c",
         "src/server.c", "src/signal.c", "src/time.c", "src/timer.c", "src/utf8.c",
       },
       libraries = { "websockets", "uv", "m" },

@@ -66,7 +66,7 @@ void luaws_dial_detach(luaws_dial *d)
 		dial_free(d);
 }
 
-static void dial_failed(luaws_dial *d, const char *why)
+static void dial_failed(luaws_dial *d, enum luaws_err kind, const char *why)
 {
 	luaws_conn *c = d->conn;
 	char msg[sizeof(c->error)];
@@ -75,7 +75,7 @@ static void dial_failed(luaws_dial *d, const char *why)
 	if (d->timer)
 		uv_timer_stop(d->timer);
 	lws_snprintf(msg, sizeof(msg), "%s", why);
-	luaws_conn_closed(c, msg);
+	luaws_conn_closed(c, kind, msg);
 }
 
 static void connect_next(luaws_dial *d)
@@ -113,7 +113,7 @@ static void connect_next(luaws_dial *d)
 			return;
 		}
 	}
-	dial_failed(d, "connection refused");
+	dial_failed(d, LUAWS_ERR_CONNECT, "connection refused");
 }
 
 static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -132,7 +132,7 @@ static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (status) {
 		lws_snprintf(msg, sizeof(msg), "lookup %s: %s", d->host, uv_strerror(status));
-		dial_failed(d, msg);
+		dial_failed(d, LUAWS_ERR_LOOKUP, msg);
 		return;
 	}
 	/* IPv4 addresses first, as the server side listens on 127.0.0.1 for "localhost" */
@@ -165,18 +165,15 @@ static void dial_timeout(uv_timer_t *t)
 		return;
 	d->timed_out = 1;
 	luaws_conn_abandon(c);
-	dial_failed(d, "i/o timeout");
+	dial_failed(d, LUAWS_ERR_TIMEOUT, "i/o timeout");
 }
 
 /* TCP is up: send the upgrade request. */
-static int send_request(luaws_dial *d, struct lws *wsi)
+static int send_request(luaws_dial *d, luaws_conn *c)
 {
 	luaws_buf out = {0};
 	int rc = -1;
 	luaws_ws_new_key(d->key);
-	if (luaws_buf_reserve(&out, LWS_PRE + 512))
-		return -1;
-	out.len = LWS_PRE;
 	if (luaws_buf_printf(&out, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
 			     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
 			     "Sec-WebSocket-Version: 13\r\n", d->path, d->host_header, d->key) ||
@@ -185,7 +182,7 @@ static int send_request(luaws_dial *d, struct lws *wsi)
 	     luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", d->subprotocols)) ||
 	    luaws_headers_append(&out, &d->request_headers) || luaws_buf_append(&out, "\r\n", 2))
 		goto done;
-	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
+	if (!luaws_send_bytes(c, out.data, out.len, 0))
 		rc = 0;
 done:
 	luaws_buf_free(&out);
@@ -245,7 +242,7 @@ static int response_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsi
 	if (n < 0 || check_response(d, c)) {
 		lws_set_opaque_user_data(wsi, NULL);
 		luaws_conn_detach(c);
-		dial_failed(d, "bad handshake");
+		dial_failed(d, LUAWS_ERR_HANDSHAKE, "bad handshake");
 		return -1;
 	}
 	if (d->timer)
@@ -264,13 +261,12 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CONNECTED:
 		d->tcp_up = 1;
-		return send_request(d, wsi);
+		return send_request(d, c);
 
 	case LWS_CALLBACK_RAW_RX:
 		return response_rx(d, c, wsi, in, len);
 
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		char msg[96];
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
 		if (c->state != LUAWS_CONNECTING)
 			return 0;
 		lws_set_opaque_user_data(wsi, NULL);
@@ -282,12 +278,10 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 			connect_next(d);
 			return 0;
 		}
-		lws_snprintf(msg, sizeof(msg), "%s", in ? (const char *)in : "connection failed");
-		if (strstr(msg, "closed before established") || strstr(msg, "onnect"))
-			lws_snprintf(msg, sizeof(msg), "connection refused");
-		dial_failed(d, msg);
+		/* the last address did not accept the connection (lws's text in `in` names the
+		 * step that failed, not why) */
+		dial_failed(d, LUAWS_ERR_CONNECT, "connection refused");
 		return 0;
-	}
 
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
@@ -298,8 +292,10 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 				connect_next(d);
 				return 0;
 			}
-			dial_failed(d, d->tcp_up ? "connection closed during the handshake" :
-						   "connection refused");
+			if (d->tcp_up)
+				dial_failed(d, LUAWS_ERR_EOF, "connection closed during the handshake");
+			else
+				dial_failed(d, LUAWS_ERR_CONNECT, "connection refused");
 		}
 		return 0;
 
@@ -376,7 +372,7 @@ static int l_dial(lua_State *L)
 	if (rc) {
 		char msg[96];
 		lws_snprintf(msg, sizeof(msg), "lookup %s: %s", d->host, uv_strerror(rc));
-		dial_failed(d, msg);
+		dial_failed(d, LUAWS_ERR_LOOKUP, msg);
 	} else
 		d->gai_active = 1;
 	return 1;

@@ -1,22 +1,17 @@
 /*
  * luaws.Conn: one WebSocket connection, server or client side, on a raw lws socket.
  * Owns the message rules on top of frame.c (reassembly, UTF-8, read limit, control
- * frames, the close handshake), the queue of received messages, the send queue and the
- * direct-write path (../shared/DESIGN.md §4), flow control both ways, and deadlines.
+ * frames, the close handshake), the queue of received messages, flow control both ways,
+ * and deadlines. What it sends goes through sender.c.
  */
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include "luaws.h"
 
 /* Stop reading from the socket while this many bytes of messages wait unread. */
 #define RX_PAUSE_BYTES (256 * 1024)
-/* A writer waits (WriteMessage yields) while more than this is queued; reading from
- * the peer also stops then, so a peer that never reads cannot grow the queue. */
-#define TX_WAIT_BYTES (1024 * 1024)
 /* Pings and pongs kept for Lua handlers before the reader runs them. */
 #define CTL_IN_MAX (8 * 1024)
 /* Seconds the peer has to answer our close frame, and to close TCP after it. */
@@ -32,9 +27,6 @@ struct luaws_deadlines {
 };
 
 static const char *const state_names[] = {"connecting", "upgrading", "open", "closed"};
-
-static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
-		      size_t len, int front);
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 {
@@ -71,25 +63,11 @@ void luaws_conn_attach(luaws_conn *c, struct lws *wsi)
 	c->loop->live_conns++;
 }
 
-static void free_out_queue(luaws_conn *c)
-{
-	luaws_out *f = c->out_head, *next;
-	for (; f; f = next) {
-		next = f->next;
-		free(f);
-	}
-	c->out_head = c->out_tail = NULL;
-	c->out_bytes = 0;
-}
-
-static int batch_take(luaws_conn *c, int send_it);
-
 /* Cut the link between c and its wsi (lws events for it are ignored from now on);
- * returns the wsi it had. What c wrote in this step still goes out first. */
+ * returns the wsi it had. */
 struct lws *luaws_conn_detach(luaws_conn *c)
 {
 	struct lws *wsi = c->wsi;
-	batch_take(c, 1);
 	if (wsi) {
 		lws_set_opaque_user_data(wsi, NULL);
 		c->wsi = NULL;
@@ -120,7 +98,7 @@ static void drop_partial(luaws_conn *c)
 }
 
 /* The wsi is gone (or never came): record why and wake everyone waiting. */
-void luaws_conn_closed(luaws_conn *c, const char *error)
+void luaws_conn_closed(luaws_conn *c, enum luaws_err kind, const char *error)
 {
 	luaws_conn_detach(c);
 	if (c->state != LUAWS_CLOSED) {
@@ -129,10 +107,12 @@ void luaws_conn_closed(luaws_conn *c, const char *error)
 			c->close_code = 1006;
 			c->close_text[0] = '\0';
 		}
-		if (error && !c->error[0])
+		if (error && !c->error[0]) {
+			c->error_kind = kind;
 			lws_strncpy(c->error, error, sizeof(c->error));
+		}
 	}
-	free_out_queue(c);
+	luaws_sender_free(c);
 	drop_partial(c); /* a half-received message is lost; whole ones stay readable */
 	luaws_wake(c->loop, &c->waitable);
 }
@@ -148,7 +128,7 @@ static int read_ended(const luaws_conn *c)
  * message is one a whole-message reader waits to complete), or a full send queue. */
 static int rx_should_pause(const luaws_conn *c, size_t limit)
 {
-	if (c->out_bytes > TX_WAIT_BYTES)
+	if (luaws_sender_full(c))
 		return 1;
 	if (c->in.len - c->in_head < limit)
 		return 0;
@@ -189,24 +169,35 @@ static void linger(luaws_conn *c)
 }
 
 /* The close handshake is over or the connection failed: close TCP once what is queued
- * has gone out. */
-static int unbatch(luaws_conn *c);
-
+ * has gone out (luaws_conn_tx_changed). */
 static void close_when_flushed(luaws_conn *c)
 {
-	if (c->closing_tcp || !c->wsi || unbatch(c))
+	if (c->closing_tcp || !c->wsi || luaws_sender_flush(c))
 		return;
 	c->closing_tcp = 1;
-	if (!c->out_head && !lws_partial_buffered(c->wsi))
+	if (luaws_sender_idle(c))
 		linger(c);
-	else {
-		lws_callback_on_writable(c->wsi);
-		luaws_touched_lws(c->loop);
+}
+
+/* The sender wrote (drained) or queued past its limit. */
+void luaws_conn_tx_changed(luaws_conn *c, int drained)
+{
+	if (!drained) {
+		update_rx(c);
+		return;
+	}
+	if (c->closing_tcp && luaws_sender_idle(c))
+		linger(c);
+	if (!luaws_sender_full(c)) {
+		luaws_wake(c->loop, &c->waitable);
+		update_rx(c);
 	}
 }
 
 /* Fail the connection (RFC 6455 §7.1.7): send a close frame with code, drop what was
- * queued and whatever the peer sends from now on, report code and why to the reader. */
+ * queued and whatever the peer sends from now on, report code and why to the reader.
+ * A frame already half sent is finished first (frames never interleave); the peer has
+ * CLOSE_TIMEOUT to take it. */
 static int fail(luaws_conn *c, int code, const char *why)
 {
 	unsigned char payload[125];
@@ -218,19 +209,30 @@ static int fail(luaws_conn *c, int code, const char *why)
 	lws_strncpy(c->close_text, why, sizeof(c->close_text));
 	drop_partial(c);
 	if (c->wsi && !c->close_sent) {
-		free_out_queue(c);
+		luaws_sender_drop_unstarted(c);
 		if (n > sizeof(payload) - 2)
 			n = sizeof(payload) - 2;
 		payload[0] = (unsigned char)(code >> 8);
 		payload[1] = (unsigned char)code;
 		memcpy(payload + 2, why, n);
 		c->close_sent = 1;
-		send_frame(c, 8, 1, payload, n + 2, 1);
+		luaws_send_frame(c, 8, 1, payload, n + 2, 0);
 	}
-	if (c->wsi)
+	if (c->wsi) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
+		luaws_touched_lws(c->loop);
 		close_when_flushed(c);
+	}
 	luaws_wake(c->loop, &c->waitable);
 	return -1;
+}
+
+/* A message over the read limit (the reader gets ErrReadLimit). */
+static int fail_read_limit(luaws_conn *c)
+{
+	if (!c->rx_failed)
+		c->read_limit_hit = 1;
+	return fail(c, 1009, "message too big");
 }
 
 static int text_chunk_valid(luaws_conn *c, const unsigned char *p, size_t n, int final)
@@ -292,7 +294,7 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 	}
 	c->msg_len += ev->len;
 	if (c->read_limit > 0 && c->msg_len > (uint64_t)c->read_limit)
-		return fail(c, 1009, "message too big");
+		return fail_read_limit(c);
 	if (c->in.data[c->partial] == 1 && !text_chunk_valid(c, ev->data, ev->len, final))
 		return fail(c, 1007, "invalid UTF-8 in text message");
 	if (ev->len && !c->discarding) {
@@ -383,7 +385,7 @@ static void answer_close(luaws_conn *c)
 	if (c->lua_close || c->close_sent || !c->wsi)
 		return;
 	c->close_sent = 1;
-	send_frame(c, 8, 1, reply, c->close_code == 1005 ? 0 : 2, 0);
+	luaws_send_frame(c, 8, 1, reply, c->close_code == 1005 ? 0 : 2, 0);
 	close_when_flushed(c);
 }
 
@@ -403,7 +405,7 @@ static int control_chunk(luaws_conn *c, const luaws_frame_event *ev)
 		if (c->lua_ping)
 			queue_control(c, 9);
 		else if (!c->close_sent)
-			send_frame(c, 10, 1, c->ctl, c->ctl_len, 1);
+			luaws_send_frame(c, 10, 1, c->ctl, c->ctl_len, 1);
 		return 0;
 	default:
 		if (c->lua_pong)
@@ -452,288 +454,6 @@ void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len)
 	luaws_wake(c->loop, &c->waitable);
 }
 
-/* Write queued frames while lws holds no partial write. -1 when the socket failed. */
-static int drain_out_queue(luaws_conn *c)
-{
-	while (c->out_head && !lws_partial_buffered(c->wsi)) {
-		luaws_out *f = c->out_head;
-		int n = lws_write(c->wsi, f->data + LWS_PRE, f->len, LWS_WRITE_RAW);
-		c->out_head = f->next;
-		if (!c->out_head)
-			c->out_tail = NULL;
-		c->out_bytes -= f->len;
-		free(f);
-		if (n < 0)
-			return -1;
-	}
-	if (c->out_head || (c->closing_tcp && lws_partial_buffered(c->wsi)))
-		lws_callback_on_writable(c->wsi);
-	else if (c->closing_tcp)
-		linger(c);
-	if (c->out_bytes <= TX_WAIT_BYTES) {
-		luaws_wake(c->loop, &c->waitable);
-		update_rx(c);
-	}
-	return 0;
-}
-
-static int enqueue(luaws_conn *c, const unsigned char *bytes, size_t len, int front)
-{
-	luaws_out *f = malloc(sizeof(*f) + LWS_PRE + len);
-	if (!f)
-		return -1;
-	f->len = len;
-	memcpy(f->data + LWS_PRE, bytes, len);
-	if (front) {
-		f->next = c->out_head;
-		c->out_head = f;
-		if (!c->out_tail)
-			c->out_tail = f;
-	} else {
-		f->next = NULL;
-		if (c->out_tail)
-			c->out_tail->next = f;
-		else
-			c->out_head = f;
-		c->out_tail = f;
-	}
-	c->out_bytes += len;
-	return 0;
-}
-
-/* Put bytes in wire format (at p, with LWS_PRE bytes of headroom before it) on the
- * socket at once when nothing waits before them, else on the queue (at its front for
- * control frames, which may go between the frames of a message). 0, or -1 when out of
- * memory or the socket failed (the connection is then dropped). */
-static int put_bytes(luaws_conn *c, unsigned char *p, size_t len, int front)
-{
-	if (!c->wsi)
-		return 0;
-	if (unbatch(c))
-		return -1;
-	if (!c->out_head && !lws_partial_buffered(c->wsi)) {
-		if (lws_write(c->wsi, p, len, LWS_WRITE_RAW) < 0) {
-			luaws_conn_abandon(c);
-			luaws_conn_closed(c, "write failed");
-			return -1;
-		}
-		if (lws_partial_buffered(c->wsi)) {
-			lws_callback_on_writable(c->wsi);
-			luaws_touched_lws(c->loop);
-		}
-		return 0;
-	}
-	if (enqueue(c, p, len, front))
-		return -1;
-	lws_callback_on_writable(c->wsi);
-	luaws_touched_lws(c->loop);
-	if (c->out_bytes > TX_WAIT_BYTES)
-		update_rx(c);
-	return 0;
-}
-
-/* Write batching. While the scheduler runs coroutines (loop->batching), small server
- * frames are not sent at once but appended to loop->batch, in segments that record
- * which connection they belong to; a connection writing several frames in a row
- * extends its last segment. At the end of the step luaws_batch_flush sends each segment
- * with one send: a handler that echoes the 16 messages one read brought costs one
- * syscall instead of 16. Anything a connection sends outside the batch first sends its
- * batched segments (unbatch), so its bytes keep their order. */
-#define BATCH_MAX (256 * 1024)
-
-/* Bytes whose turn has come: to the socket, or behind what is queued. -1 when the
- * socket failed. */
-static int write_now(luaws_conn *c, const unsigned char *p, size_t len)
-{
-	ssize_t n = 0;
-	if (!c->out_head && !lws_partial_buffered(c->wsi)) {
-		n = send(lws_get_socket_fd(c->wsi), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				return -1;
-			n = 0;
-		}
-	}
-	if ((size_t)n < len) {
-		if (enqueue(c, p + n, len - (size_t)n, 0))
-			return -1;
-		lws_callback_on_writable(c->wsi);
-		if (c->out_bytes > TX_WAIT_BYTES)
-			update_rx(c);
-	}
-	return 0;
-}
-
-/* Take c's segments out of the batch, in order: written (send_it, while c has its
- * socket) or dropped. -1 when the socket failed. */
-static int batch_take(luaws_conn *c, int send_it)
-{
-	luaws_loop *loop = c->loop;
-	int failed = 0;
-	size_t i;
-	if (!c->batched)
-		return 0;
-	if (loop->closing) {
-		c->batched = 0;
-		return 0;
-	}
-	for (i = 0; i < loop->nsegs && c->batched; i++) {
-		struct luaws_batch_seg *sg = &loop->segs[i];
-		if (sg->c != c)
-			continue;
-		sg->c = NULL;
-		c->batched--;
-		if (send_it && !failed && c->wsi &&
-		    write_now(c, loop->batch.data + sg->off, sg->len))
-			failed = 1;
-	}
-	c->batched = 0;
-	return failed ? -1 : 0;
-}
-
-/* Before c sends anything outside the batch. -1 when the socket failed (c is then
- * closed). */
-static int unbatch(luaws_conn *c)
-{
-	if (!c->batched || !batch_take(c, 1))
-		return 0;
-	luaws_conn_abandon(c);
-	luaws_conn_closed(c, "write failed");
-	return -1;
-}
-
-void luaws_batch_flush(luaws_loop *loop)
-{
-	size_t i;
-	for (i = 0; i < loop->nsegs; i++) {
-		struct luaws_batch_seg *sg = &loop->segs[i];
-		luaws_conn *c = sg->c;
-		if (!c)
-			continue;
-		sg->c = NULL;
-		c->batched--;
-		if (c->wsi && write_now(c, loop->batch.data + sg->off, sg->len)) {
-			batch_take(c, 0);
-			luaws_conn_abandon(c);
-			luaws_conn_closed(c, "write failed");
-		}
-	}
-	loop->nsegs = 0;
-	loop->batch.len = 0;
-}
-
-/* Add a frame to the batch. -1 when out of memory (nothing was added). */
-static int batch_add(luaws_conn *c, const unsigned char *hdr, size_t hl,
-		     const unsigned char *data, size_t len)
-{
-	luaws_loop *loop = c->loop;
-	size_t off = loop->batch.len;
-	if (luaws_buf_reserve(&loop->batch, hl + len))
-		return -1;
-	if (c->batched && c->last_seg == loop->nsegs - 1) {
-		loop->segs[c->last_seg].len += hl + len;
-	} else {
-		if (loop->nsegs == loop->cap_segs) {
-			size_t cap = loop->cap_segs ? loop->cap_segs * 2 : 64;
-			struct luaws_batch_seg *p = realloc(loop->segs, cap * sizeof(*p));
-			if (!p)
-				return -1;
-			loop->segs = p;
-			loop->cap_segs = cap;
-		}
-		loop->segs[loop->nsegs].c = c;
-		loop->segs[loop->nsegs].off = off;
-		loop->segs[loop->nsegs].len = hl + len;
-		c->last_seg = loop->nsegs++;
-		c->batched++;
-	}
-	memcpy(loop->batch.data + off, hdr, hl);
-	if (len)
-		memcpy(loop->batch.data + off + hl, data, len);
-	loop->batch.len += hl + len;
-	if (loop->batch.len >= BATCH_MAX)
-		luaws_batch_flush(loop);
-	return 0;
-}
-
-/* Server frames (unmasked) with nothing waiting before them: header and payload go to
- * the socket in one call, a large payload straight from the caller's memory (sendmsg),
- * a small one copied behind the header (send); what the socket does not take is
- * queued. 0, or -1 when the socket failed. */
-#define SMALL_FRAME 1024
-static int send_frame_direct(luaws_conn *c, int opcode, int fin, const unsigned char *data,
-			     size_t len)
-{
-	unsigned char hdr[14 + SMALL_FRAME];
-	size_t hl = luaws_frame_header(hdr, fin, opcode, len, NULL), done, taken;
-	int fd = lws_get_socket_fd(c->wsi);
-	ssize_t n;
-
-	if (len <= SMALL_FRAME && c->loop->batching)
-		return batch_add(c, hdr, hl, data, len); /* -1: out of memory */
-	if (len <= SMALL_FRAME) {
-		/* one contiguous send: cheaper in the kernel than a two-part sendmsg */
-		memcpy(hdr + hl, data, len);
-		n = send(fd, hdr, hl + len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	} else {
-		struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
-		struct msghdr mh;
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = 2;
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	}
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-			luaws_conn_abandon(c);
-			luaws_conn_closed(c, "write failed");
-			return -1;
-		}
-		n = 0;
-	}
-	done = (size_t)n;
-	if (done == hl + len)
-		return 0;
-	/* queue the rest: what is left of the header, then of the payload */
-	taken = done > hl ? done - hl : 0;
-	if ((done < hl && enqueue(c, hdr + done, hl - done, 0)) ||
-	    (taken < len && enqueue(c, data + taken, len - taken, 0)))
-		return -1;
-	lws_callback_on_writable(c->wsi);
-	if (c->out_bytes > TX_WAIT_BYTES)
-		update_rx(c);
-	return 0;
-}
-
-/* Send one frame: batched or straight to the socket (server frames, see above), else
- * framed (masked on the client side) in the loop's scratch buffer and put on the socket
- * or the queue. */
-static int send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data,
-		      size_t len, int front)
-{
-	luaws_buf *s = &c->loop->scratch;
-	if (!c->wsi)
-		return 0;
-	/* only a small frame may join what c has in the batch */
-	if (c->batched && !(c->loop->batching && len <= SMALL_FRAME) && unbatch(c))
-		return -1;
-	if (!c->is_client && !c->out_head && !lws_partial_buffered(c->wsi))
-		return send_frame_direct(c, opcode, fin, data, len);
-	unsigned char key[4], *p;
-	size_t hl;
-	s->len = 0;
-	if (luaws_buf_reserve(s, LWS_PRE + 14 + len))
-		return -1;
-	p = s->data + LWS_PRE;
-	if (c->is_client)
-		arc4random_buf(key, sizeof(key));
-	hl = luaws_frame_header(p, fin, opcode, len, c->is_client ? key : NULL);
-	memcpy(p + hl, data, len);
-	if (c->is_client)
-		luaws_mask(p + hl, len, key, 0);
-	return put_bytes(c, p, hl + len, front);
-}
-
 /* lws is closing the socket, maybe on a hang-up or reset reported together with data
  * it did not read (libuv reports the error without the readable flag): what the peer
  * sent before it went is still in the kernel and still counts. */
@@ -758,13 +478,13 @@ int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, 
 			conn_rx(c, in, len);
 		return 0;
 	case LWS_CALLBACK_RAW_WRITEABLE:
-		if (c->state == LUAWS_OPEN)
-			return drain_out_queue(c);
+		if (luaws_sender_writeable(c))
+			return -1;
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c->state == LUAWS_OPEN)
 			read_last_words(c);
-		luaws_conn_closed(c, NULL);
+		luaws_conn_closed(c, LUAWS_ERR_NONE, NULL);
 		return 0;
 	default:
 		return 0;
@@ -804,10 +524,10 @@ static void deadline_fired(uv_timer_t *t)
 	if (d->write_at && now >= d->write_at) {
 		d->write_at = 0;
 		c->write_timed_out = 1;
-		if (c->wsi && (c->out_head || lws_partial_buffered(c->wsi))) {
+		if (c->wsi && c->tx.head) {
 			/* a frame is stuck half-written: the connection is no use any more */
 			luaws_conn_abandon(c);
-			luaws_conn_closed(c, "write timeout");
+			luaws_conn_closed(c, LUAWS_ERR_TIMEOUT, "write timeout");
 		}
 		luaws_wake(c->loop, &c->waitable);
 	}
@@ -884,7 +604,9 @@ static size_t record_len(const luaws_conn *c)
 }
 
 /* Push what a reader gets when no message is left: false (wait), or nil, code, text,
- * peer_sent_close (the read side ended), or nil, -1, "i/o timeout". */
+ * cause (the read side ended: "peer" sent a close frame, "limit": a message over the read
+ * limit, "failed": luaws failed the connection, "gone": TCP ended without a close), or
+ * nil, -1, "i/o timeout". */
 static int push_no_message(lua_State *L, luaws_conn *c)
 {
 	if (c->read_timed_out) {
@@ -904,7 +626,8 @@ static int push_no_message(lua_State *L, luaws_conn *c)
 	luaL_pushfail(L);
 	lua_pushinteger(L, c->close_code);
 	lua_pushstring(L, c->close_text);
-	lua_pushboolean(L, c->close_received && !c->rx_failed);
+	lua_pushstring(L, c->read_limit_hit ? "limit" : c->rx_failed ? "failed" :
+			  c->close_received ? "peer" : "gone");
 	return 4;
 }
 
@@ -1051,22 +774,23 @@ static int l_read_limit(lua_State *L)
 			c->in_msgs = i;
 			c->partial = NO_PARTIAL;
 			c->discarding = 0;
-			fail(c, 1009, "message too big");
+			fail_read_limit(c);
 			return 0;
 		}
 		off += RECORD_HEADER + len;
 	}
 	if (c->partial != NO_PARTIAL && c->msg_len > (uint64_t)c->read_limit)
-		fail(c, 1009, "message too big");
+		fail_read_limit(c);
 	return 0;
 }
 
+/* nil, why a write cannot go out: "timeout", "close_sent" or "closed"; 0 when it can */
 static int write_refused(lua_State *L, luaws_conn *c)
 {
 	if (c->write_timed_out)
 		return luaws_fail(L, "timeout");
 	if (c->close_sent)
-		return luaws_fail(L, "close sent");
+		return luaws_fail(L, "close_sent");
 	if (c->state != LUAWS_OPEN || !c->wsi)
 		return luaws_fail(L, "closed");
 	return 0;
@@ -1084,8 +808,19 @@ static void sent_close(luaws_conn *c)
 	}
 }
 
+/* What a write returns once the sender took the frame (rc from it). */
+static int push_written(lua_State *L, luaws_conn *c, int opcode, int rc)
+{
+	if (rc)
+		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
+	if (opcode == 8)
+		sent_close(c);
+	lua_pushboolean(L, !luaws_sender_full(c));
+	return 1;
+}
+
 /* conn:_write(opcode, data [, fin]) -> true (sent or buffered) | false (queued: wait for
- * _drained) | nil, reason ("closed", "close sent", "timeout") */
+ * _drained) | nil, reason (as write_refused) */
 static int l_write(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
@@ -1101,42 +836,27 @@ static int l_write(lua_State *L)
 	if (write_refused(L, c))
 		return 2;
 	/* pings and pongs go ahead of queued data; a close frame goes after it */
-	if (send_frame(c, opcode, fin, (const unsigned char *)data, len, opcode == 9 || opcode == 10))
-		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
-	if (opcode == 8)
-		sent_close(c);
-	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
-	return 1;
+	return push_written(L, c, opcode,
+			    luaws_send_frame(c, opcode, fin, (const unsigned char *)data, len,
+					     opcode == 9 || opcode == 10));
 }
 
 /* conn:_write_prepared(pm) -> as _write */
 static int l_write_prepared(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
-	int opcode;
+	int opcode, urgent;
 	size_t flen, plen;
 	const unsigned char *payload;
 	const unsigned char *frame = luaws_prepared_frame(L, 2, &opcode, &flen, &payload, &plen);
-	int rc;
 
 	if (write_refused(L, c))
 		return 2;
-	if (c->is_client) {
-		rc = send_frame(c, opcode, 1, payload, plen, opcode == 9 || opcode == 10);
-	} else {
-		luaws_buf *s = &c->loop->scratch;
-		s->len = 0;
-		if (luaws_buf_reserve(s, LWS_PRE + flen))
-			return luaL_error(L, "luaws: out of memory");
-		memcpy(s->data + LWS_PRE, frame, flen);
-		rc = put_bytes(c, s->data + LWS_PRE, flen, opcode == 9 || opcode == 10);
-	}
-	if (rc)
-		return c->wsi ? luaL_error(L, "luaws: out of memory") : luaws_fail(L, "closed");
-	if (opcode == 8)
-		sent_close(c);
-	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
-	return 1;
+	urgent = opcode == 9 || opcode == 10;
+	/* a client masks with a fresh key: it frames the payload again */
+	return push_written(L, c, opcode,
+			    c->is_client ? luaws_send_frame(c, opcode, 1, payload, plen, urgent) :
+					   luaws_send_bytes(c, frame, flen, urgent));
 }
 
 /* conn:_drained() -> true when a waiting writer may go on, nil, reason when the
@@ -1146,15 +866,29 @@ static int l_drained(lua_State *L)
 	luaws_conn *c = check_conn(L);
 	if (c->write_timed_out)
 		return luaws_fail(L, "timeout");
-	if (c->state == LUAWS_CLOSED && c->out_bytes)
+	if (c->state == LUAWS_CLOSED)
 		return luaws_fail(L, "closed");
-	lua_pushboolean(L, c->out_bytes <= TX_WAIT_BYTES);
+	lua_pushboolean(L, !luaws_sender_full(c));
 	return 1;
 }
 
-/* conn:_close([code, text]): without a code, drop the connection like gorilla's Close:
- * no close frame. With one (1011 for a failed handler), send that close frame and let
- * the peer answer it (within the close timeout). */
+/* Let go of the socket as Close() does: what c has queued or batched is left to an
+ * orphan (sender.c) that sends it, then closes; now: at once, else at the next step
+ * (from __gc). Reports the close to waiting coroutines. */
+static void hand_over(luaws_conn *c, int now)
+{
+	struct lws *wsi = luaws_conn_detach(c);
+	if (wsi && !c->loop->closing && luaws_orphan(c->loop, wsi, c, NULL, 0, now)) {
+		/* out of memory: drop the socket */
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		luaws_touched_lws(c->loop);
+	}
+}
+
+/* conn:_close([code, text]): without a code, close the connection like gorilla's Close:
+ * no close frame, but what was written before still goes out. With one (1011 for a
+ * failed handler), send that close frame and let the peer answer it (within the close
+ * timeout). */
 static int l_close(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
@@ -1173,12 +907,15 @@ static int l_close(lua_State *L)
 		payload[0] = (unsigned char)(code >> 8);
 		payload[1] = (unsigned char)code;
 		memcpy(payload + 2, text, tl);
-		if (send_frame(c, 8, 1, payload, tl + 2, 0) == 0)
+		if (luaws_send_frame(c, 8, 1, payload, tl + 2, 0) == 0)
 			sent_close(c);
 		return 0;
 	}
-	luaws_conn_abandon(c);
-	luaws_conn_closed(c, "use of closed connection");
+	if (c->state == LUAWS_OPEN)
+		hand_over(c, 1);
+	else
+		luaws_conn_abandon(c);
+	luaws_conn_closed(c, LUAWS_ERR_CLOSED, "use of closed connection");
 	return 0;
 }
 
@@ -1198,13 +935,18 @@ static int l_state(lua_State *L)
 	return 2;
 }
 
+/* conn:_error() -> message, kind: why the connection broke or the dial failed (kind as
+ * error_names), or nothing */
 static int l_error(lua_State *L)
 {
+	static const char *const error_names[] = {"none", "closed", "write", "timeout",
+						  "lookup", "connect", "handshake", "eof"};
 	luaws_conn *c = check_conn(L);
 	if (!c->error[0])
 		return 0;
 	lua_pushstring(L, c->error);
-	return 1;
+	lua_pushstring(L, error_names[c->error_kind]);
+	return 2;
 }
 
 static int l_subprotocol(lua_State *L)
@@ -1236,13 +978,15 @@ static int l_tostring(lua_State *L)
 	return 1;
 }
 
+/* __gc only releases: a socket still open goes to an orphan, which the loop sends
+ * what was written to and closes at its next step. */
 static int l_gc(lua_State *L)
 {
 	luaws_conn *c = check_conn(L);
 	if (c->dial)
 		luaws_dial_detach(c->dial);
 	c->dial = NULL;
-	luaws_conn_abandon(c);
+	hand_over(c, 0);
 	c->state = LUAWS_CLOSED;
 	if (c->deadlines) {
 		c->deadlines->conn = NULL;
@@ -1252,7 +996,7 @@ static int l_gc(lua_State *L)
 			free(c->deadlines);
 		c->deadlines = NULL;
 	}
-	free_out_queue(c);
+	luaws_sender_free(c);
 	luaws_buf_free(&c->in);
 	luaws_buf_free(&c->ctl_in);
 	return 0;

@@ -142,6 +142,28 @@ void luaws_touched_lws(luaws_loop *loop)
 		loop->need_cancel = 1;
 }
 
+void luaws_defer(luaws_loop *loop, luaws_deferred *d)
+{
+	d->next = loop->deferred;
+	loop->deferred = d;
+}
+
+/* Run the deferred work (in the order it was deferred). */
+static void run_deferred(luaws_loop *loop)
+{
+	luaws_deferred *d = loop->deferred, *rev = NULL, *next;
+	loop->deferred = NULL;
+	for (; d; d = next) {
+		next = d->next;
+		d->next = rev;
+		rev = d;
+	}
+	for (d = rev; d; d = next) {
+		next = d->next;
+		d->run(loop, d);
+	}
+}
+
 /* The one idle handle on our loop is lws's (luaws has none of its own). */
 static void find_lws_idle(uv_handle_t *h, void *arg)
 {
@@ -245,16 +267,17 @@ static int l_step(lua_State *L)
 
 	/* what the coroutines wrote goes out before the loop may sleep; inside lws's
 	 * callbacks frames are written at once */
-	batching = loop->batching;
-	if (loop->nsegs)
-		luaws_batch_flush(loop);
-	loop->batching = 0;
+	batching = luaws_batch_set(loop, 0);
+	if (loop->deferred)
+		run_deferred(loop);
 	loop->stepping = 1;
 	loop->L = L;
 	uv_run(&loop->uv, mode);
 	loop->L = outer;
 	loop->stepping = 0;
-	loop->batching = batching;
+	if (loop->deferred) /* collections during the callbacks */
+		run_deferred(loop);
+	luaws_batch_set(loop, batching);
 	if (timeout > 0)
 		uv_timer_stop(&loop->step_timer);
 
@@ -273,10 +296,7 @@ static int l_step(lua_State *L)
  * (the scheduler brackets each step with it; see conn.c). */
 static int l_batch(lua_State *L)
 {
-	luaws_loop *loop = luaws_loop_get(L);
-	loop->batching = lua_toboolean(L, 1);
-	if (!loop->batching && loop->nsegs)
-		luaws_batch_flush(loop);
+	luaws_batch_set(luaws_loop_get(L), lua_toboolean(L, 1));
 	return 0;
 }
 
@@ -316,7 +336,7 @@ static int l_backend_timeout(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
 	int ms;
-	if (loop->need_cancel || loop->nwoken) {
+	if (loop->need_cancel || loop->nwoken || loop->deferred) {
 		lua_pushnumber(L, 0);
 		return 1;
 	}
@@ -346,8 +366,7 @@ static int loop_gc(lua_State *L)
 	luaws_loop *loop = lua_touserdata(L, 1);
 	if (loop->closing)
 		return 0;
-	luaws_batch_flush(loop);
-	loop->batching = 0;
+	luaws_batch_set(loop, 0);
 	loop->closing = 1;
 	loop->lws_idle = NULL; /* lws frees it with its context */
 	if (loop->ctx) {
@@ -358,6 +377,7 @@ static int loop_gc(lua_State *L)
 		lws_context_destroy(loop->ctx);
 		loop->ctx = NULL;
 	}
+	run_deferred(loop); /* after lws closed the sockets they mention */
 	uv_close((uv_handle_t *)&loop->step_timer, NULL);
 	uv_run(&loop->uv, UV_RUN_NOWAIT);
 	uv_walk(&loop->uv, close_leftover, NULL);
@@ -366,10 +386,7 @@ static int loop_gc(lua_State *L)
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
 	luaws_buf_free(&loop->spare_in);
-	luaws_buf_free(&loop->batch);
-	free(loop->segs);
-	loop->segs = NULL;
-	loop->nsegs = loop->cap_segs = 0;
+	luaws_batch_free(loop);
 	return 0;
 }
 
@@ -452,6 +469,8 @@ int luaws_loop_open(lua_State *L)
 			return luaL_error(L, "luaws: cannot create the libuv loop");
 		uv_timer_init(&loop->uv, &loop->step_timer);
 		uv_unref((uv_handle_t *)&loop->step_timer);
+		if (luaws_batch_new(loop))
+			return luaL_error(L, "luaws: out of memory");
 		loop->L = L;
 		luaL_newmetatable(L, LUAWS_LOOP_MT);
 		lua_pushcfunction(L, loop_gc);

@@ -21,7 +21,12 @@
 #define LUAWS_SUBPROTOCOL_MAX 64
 
 /* What a wsi's opaque user data points at: every such struct starts with this tag. */
-enum luaws_kind { LUAWS_KIND_REQUEST = 1, LUAWS_KIND_CONN, LUAWS_KIND_LISTENER };
+enum luaws_kind {
+	LUAWS_KIND_REQUEST = 1,
+	LUAWS_KIND_CONN,
+	LUAWS_KIND_LISTENER,
+	LUAWS_KIND_ORPHAN /* sender.c: bytes left to send for a socket nobody owns */
+};
 
 /*
  * A C object a coroutine can wait on. While armed it holds a registry reference to its
@@ -62,10 +67,15 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		     luaws_frame_event *ev);
 
 struct luaws_conn;
-struct luaws_batch_seg {
-	struct luaws_conn *c;     /* NULL once sent or dropped */
-	size_t off, len;          /* in loop->batch */
-};
+struct luaws_loop;
+
+/* Work that must run outside lws's callbacks (what __gc may not do itself): run at the
+ * start of the next step, or when the loop closes (loop->closing set: release only).
+ * The node lives inside the caller's own record. */
+typedef struct luaws_deferred {
+	struct luaws_deferred *next;
+	void (*run)(struct luaws_loop *loop, struct luaws_deferred *d);
+} luaws_deferred;
 
 typedef struct luaws_loop {
 	lua_State *L;             /* the thread inside luaws_step, for request callbacks */
@@ -75,17 +85,12 @@ typedef struct luaws_loop {
 	uv_timer_t step_timer;
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
-	luaws_buf scratch;        /* LWS_PRE + a frame, for direct writes */
+	luaws_buf scratch;        /* a client frame being masked */
 	luaws_buf spare_in;       /* a large emptied inbox, for the next conn that needs one */
 	int need_cancel;          /* lws was called from outside its callbacks */
 	uv_idle_t *lws_idle;      /* lws's own idle handle, which re-arms its timers */
-	/* Write batching (conn.c): while the scheduler runs coroutines, small server frames
-	 * are gathered here, in segments per connection, and go out together (one send per
-	 * connection) when the step ends. */
-	int batching;
-	luaws_buf batch;
-	struct luaws_batch_seg *segs;
-	size_t nsegs, cap_segs;
+	struct luaws_batch *batch; /* sender.c: small frames gathered while coroutines run */
+	luaws_deferred *deferred;  /* run at the start of the next step */
 	int stepping, closing;
 	unsigned live_conns;
 } luaws_loop;
@@ -97,6 +102,7 @@ void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx);
 void luaws_wake(luaws_loop *loop, luaws_waitable *w);
 void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w);
 void luaws_touched_lws(luaws_loop *loop);
+void luaws_defer(luaws_loop *loop, luaws_deferred *d);
 int luaws_pcall(lua_State *L, int nargs, int nresults);
 int luaws_buf_reserve(luaws_buf *b, size_t extra);
 int luaws_buf_append(luaws_buf *b, const void *p, size_t n);
@@ -119,12 +125,26 @@ enum luaws_conn_state {
 	LUAWS_CLOSED      /* the wsi is gone; close_code says why */
 };
 
-/* A frame (or frames) waiting to be written, already in wire format. */
-typedef struct luaws_out {
-	struct luaws_out *next;
-	size_t len;
-	unsigned char data[]; /* LWS_PRE bytes of headroom, then the bytes */
-} luaws_out;
+/* Why a connection broke or a dial failed, for the Lua side (never told apart by
+ * message text). */
+enum luaws_err {
+	LUAWS_ERR_NONE,
+	LUAWS_ERR_CLOSED,    /* closed by this side (Close, collection) */
+	LUAWS_ERR_WRITE,     /* the socket failed on a write */
+	LUAWS_ERR_TIMEOUT,   /* a write deadline or the dial's timeout passed */
+	LUAWS_ERR_LOOKUP,    /* dial: the name did not resolve */
+	LUAWS_ERR_CONNECT,   /* dial: no address accepted the connection */
+	LUAWS_ERR_HANDSHAKE, /* dial: the server's answer was not a valid upgrade */
+	LUAWS_ERR_EOF        /* dial: the server closed during the handshake */
+};
+
+/* sender.c: what a connection has queued to send (see there). */
+typedef struct luaws_sender {
+	struct luaws_out *head, *tail;
+	size_t queued;            /* bytes in the queue not yet written */
+	size_t batched;           /* segments in the loop's batch */
+	size_t last_seg;          /* the latest of them (extended while it stays last) */
+} luaws_sender;
 
 typedef struct luaws_dial luaws_dial;
 typedef struct luaws_deadlines luaws_deadlines;
@@ -138,7 +158,7 @@ typedef struct luaws_conn {
 	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1,
 		 rx_failed : 1, streaming : 1, closing_tcp : 1, read_timed_out : 1,
 		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1,
-		 close_reply_due : 1, discarding : 1;
+		 close_reply_due : 1, discarding : 1, read_limit_hit : 1;
 	unsigned char utf8_need, utf8_lo, utf8_hi; /* UTF-8 check across text fragments */
 	unsigned char ctl_len;
 	unsigned char ctl[125];   /* the control frame being received */
@@ -150,13 +170,11 @@ typedef struct luaws_conn {
 	luaws_buf in;
 	size_t in_head, in_msgs, partial, head_taken;
 	luaws_buf ctl_in;         /* pings/pongs for Lua handlers: type, length byte, payload */
-	luaws_out *out_head, *out_tail;
-	size_t out_bytes;
-	size_t batched;           /* segments of this conn waiting in loop->batch */
-	size_t last_seg;          /* its latest segment (extended while it stays last) */
+	luaws_sender tx;
 	luaws_deadlines *deadlines;
 	int close_code;
 	char close_text[124];
+	enum luaws_err error_kind;
 	char error[96];           /* why a dial failed, or why the connection broke */
 	luaws_dial *dial;
 	char subprotocol[LUAWS_SUBPROTOCOL_MAX];
@@ -164,14 +182,35 @@ typedef struct luaws_conn {
 } luaws_conn;
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client);
-void luaws_batch_flush(luaws_loop *loop);
 void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
 void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len);
-void luaws_conn_closed(luaws_conn *c, const char *error);
+void luaws_conn_closed(luaws_conn *c, enum luaws_err kind, const char *error);
+void luaws_conn_tx_changed(luaws_conn *c, int drained);
 struct lws *luaws_conn_detach(luaws_conn *c);
 void luaws_conn_abandon(luaws_conn *c);
 int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len);
 int luaws_conn_open(lua_State *L);
+
+/* sender.c: every byte a connection sends. urgent: a ping or pong, which may overtake
+ * queued frames that have not started. 0, or -1 when out of memory or the socket failed
+ * (then c->wsi is NULL: the connection is closed). */
+int luaws_send_frame(luaws_conn *c, int opcode, int fin, const unsigned char *data, size_t len,
+		     int urgent);
+int luaws_send_bytes(luaws_conn *c, const unsigned char *p, size_t len, int urgent);
+int luaws_sender_writeable(luaws_conn *c);
+int luaws_sender_flush(luaws_conn *c);
+int luaws_sender_idle(const luaws_conn *c);
+int luaws_sender_full(const luaws_conn *c);
+void luaws_sender_drop_unstarted(luaws_conn *c);
+void luaws_sender_free(luaws_conn *c);
+struct luaws_orphan;
+int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigned char *p,
+		 size_t n, int now);
+void luaws_orphan_closed(struct luaws_orphan *o);
+int luaws_send_detached(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n);
+int luaws_batch_new(luaws_loop *loop);
+int luaws_batch_set(luaws_loop *loop, int on);
+void luaws_batch_free(luaws_loop *loop);
 
 /* server.c */
 int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,

@@ -54,9 +54,18 @@ int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 				shutdown(lws_get_socket_fd(wsi), SHUT_WR);
 			return 0;
 		}
+		if (*kind == LUAWS_KIND_ORPHAN) {
+			/* its bytes wait for the next step; what arrives is dropped */
+			if (reason == LWS_CALLBACK_RAW_CLOSE)
+				luaws_orphan_closed((struct luaws_orphan *)kind);
+			return 0;
+		}
 		if (*kind == LUAWS_KIND_REQUEST)
 			return luaws_server_event(wsi, reason, in, len);
-		if (((luaws_conn *)kind)->state == LUAWS_CONNECTING)
+		if (*kind != LUAWS_KIND_CONN)
+			return 0;
+		if (((luaws_conn *)kind)->state == LUAWS_CONNECTING &&
+		    reason != LWS_CALLBACK_RAW_WRITEABLE)
 			return luaws_client_event((luaws_conn *)kind, wsi, reason, in, len);
 		return luaws_conn_event((luaws_conn *)kind, reason, in, len);
 

@@ -58,28 +58,34 @@ static luaws_request *check_request(lua_State *L)
 	return luaL_checkudata(L, 1, LUAWS_REQUEST_MT);
 }
 
-/* Write a whole response (status line, headers, body) and close the socket after it. */
+/* A whole response (status line, headers, body) in out, after LWS_PRE bytes of
+ * headroom. -1 when out of memory. */
+static int format_response(luaws_buf *out, int status, const char *reason,
+			   const luaws_buf *headers, const char *body, size_t blen)
+{
+	if (luaws_buf_reserve(out, LWS_PRE + 256))
+		return -1;
+	out->len = LWS_PRE;
+	return luaws_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, reason) ||
+			       (headers && luaws_headers_append(out, headers)) ||
+			       luaws_buf_printf(out, "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+						blen) ||
+			       luaws_buf_append(out, body, blen) ?
+		       -1 :
+		       0;
+}
+
+/* Write a whole response and close the socket after it. */
 static int respond(luaws_request *r, int status, const char *reason, const luaws_buf *headers,
 		   const char *body, size_t blen)
 {
 	luaws_buf out = {0};
 	int rc = -1;
-	struct lws *wsi = r->wsi;
-
-	if (luaws_buf_reserve(&out, LWS_PRE + 256))
-		return -1;
-	out.len = LWS_PRE;
-	if (luaws_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason) ||
-	    (headers && luaws_headers_append(&out, headers)) ||
-	    luaws_buf_printf(&out, "Content-Length: %zu\r\nConnection: close\r\n\r\n", blen) ||
-	    luaws_buf_append(&out, body, blen))
-		goto done;
-	r->decision = RESPONDED;
-	r->wsi = NULL;
-	if (lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW) >= 0)
-		rc = 0;
-	luaws_linger(r->loop, wsi, 5);
-done:
+	if (!format_response(&out, status, reason, headers, body, blen)) {
+		r->decision = RESPONDED;
+		rc = luaws_send_detached(r->loop, r->wsi, out.data + LWS_PRE, out.len - LWS_PRE);
+		r->wsi = NULL;
+	}
 	luaws_buf_free(&out);
 	return rc;
 }
@@ -253,17 +259,16 @@ static int l_upgrade(lua_State *L)
 		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
 	r->decision = UPGRADED;
 	r->wsi = NULL;
-	lws_set_opaque_user_data(wsi, NULL);
 	luaws_conn_attach(c, wsi);
-	n = lws_write(wsi, out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_RAW);
+	n = luaws_send_bytes(c, out.data + LWS_PRE, out.len - LWS_PRE, 0);
 	luaws_buf_free(&out);
 	if (n < 0) {
-		luaws_conn_abandon(c);
-		luaws_conn_closed(c, "write failed");
+		if (c->wsi) {
+			luaws_conn_abandon(c);
+			luaws_conn_closed(c, LUAWS_ERR_CLOSED, "out of memory");
+		}
 		return luaws_fail(L, "write failed");
 	}
-	if (lws_partial_buffered(wsi))
-		lws_callback_on_writable(wsi);
 	if (r->rx_paused)
 		lws_rx_flow_control(wsi, 1);
 	luaws_touched_lws(loop);
@@ -301,13 +306,19 @@ static int l_respond(lua_State *L)
 	return 1;
 }
 
+/* __gc only releases: a request the handler dropped without answering gets its 500
+ * from the loop (an orphan, sender.c), not from here. */
 static int request_gc(lua_State *L)
 {
 	luaws_request *r = check_request(L);
 	if (r->wsi && !r->loop->closing) {
-		/* the handler vanished without answering */
 		static const char msg[] = "500 Internal Server Error";
-		respond(r, 500, "Internal Server Error", NULL, msg, sizeof(msg) - 1);
+		luaws_buf out = {0};
+		if (format_response(&out, 500, "Internal Server Error", NULL, msg, sizeof(msg) - 1) ||
+		    luaws_orphan(r->loop, r->wsi, NULL, out.data + LWS_PRE, out.len - LWS_PRE, 0))
+			/* out of memory: drop the socket without an answer */
+			lws_set_opaque_user_data(r->wsi, NULL);
+		luaws_buf_free(&out);
 	}
 	r->wsi = NULL;
 	luaws_buf_free(&r->head);

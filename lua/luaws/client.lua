@@ -110,14 +110,14 @@ function Dialer:Dial(url, request_header)
     return c, resp
   end
 
-  local why = c:_error() or "connection failed"
-  if resp and status ~= 101 or why == "bad handshake" then
+  local why, kind = c:_error()
+  if resp and status ~= 101 or kind == "handshake" then
     return nil, resp, errors.ErrBadHandshake
   end
   if timed_out then
     return nil, resp, errors.new("dial tcp " .. u.hostport .. ": i/o timeout", { timeout = true })
   end
-  return nil, resp, errors.new("dial tcp " .. u.hostport .. ": " .. why)
+  return nil, resp, errors.new("dial tcp " .. u.hostport .. ": " .. (why or "connection failed"))
 end
 
 return M

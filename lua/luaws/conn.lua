@@ -70,19 +70,20 @@ local function run_control_handlers(c, st)
 end
 
 -- The read side ended: build the permanent error (running a Lua close handler first).
-local function read_ended(c, st, code, text, peer_close)
+-- cause: as the C read primitives report it ("peer", "limit", "failed", "gone").
+local function read_ended(c, st, code, text, cause)
   local err
   if code == -1 then
     err = timeout_error
-  elseif code == 1009 and not peer_close and text == "message too big" then
+  elseif cause == "limit" then
     err = errors.ErrReadLimit
   else
     err = errors.CloseError(code, text)
-    if code == 1006 then
+    if cause == "gone" then
       local why = c:_error()
       if why then err = errors.CloseError(code, why) end
     end
-    if peer_close and st.close_handler then
+    if cause == "peer" and st.close_handler then
       local herr = st.close_handler(code, text)
       if herr ~= nil then err = herr end
     end
@@ -292,7 +293,7 @@ end
 
 local function write_failed(st, reason)
   local err
-  if reason == "close sent" then
+  if reason == "close_sent" then
     return errors.ErrCloseSent -- not permanent by itself: the close frame went out
   elseif reason == "timeout" then
     err = timeout_error
