@@ -13,7 +13,17 @@ void luaws_format_address(const struct sockaddr *sa, char *out, size_t len)
 {
 	char host[INET6_ADDRSTRLEN];
 	out[0] = '\0';
-	if (sa->sa_family == AF_INET6) {
+	if (sa->sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+		/* ::ffff:a.b.c.d, an IPv4 peer of a dual-stack socket: Go prints a.b.c.d */
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		struct sockaddr_in in;
+		memset(&in, 0, sizeof(in));
+		in.sin_family = AF_INET;
+		in.sin_port = in6->sin6_port;
+		memcpy(&in.sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+		luaws_format_address((const struct sockaddr *)&in, out, len);
+	} else if (sa->sa_family == AF_INET6) {
 		uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof(host));
 		lws_snprintf(out, len, "[%s]:%u", host,
 			     ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
