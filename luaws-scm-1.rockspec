@@ -44,6 +44,7 @@ build = {
     ["luaws.client"] = "lua/luaws/client.lua",
     ["luaws.log"] = "lua/luaws/log.lua",
     ["luaws.flag"] = "lua/luaws/flag.lua",
+    ["luaws.options"] = "lua/luaws/options.lua",
   },
   copy_directories = { "examples", "docs" },
 }

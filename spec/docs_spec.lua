@@ -122,9 +122,17 @@ describe("docs/API.md", function()
     end
     local function need_methods(v, what)
       local t, mt = type_of(v, what)
-      if not t or type(mt.__index) ~= "table" then return end
-      for k, f in pairs(mt.__index) do
-        if is_public(k) and type(f) == "function" then need(t .. ":" .. k, what) end
+      if not t then return end
+      -- Upgrader and Dialer keep their fields in a table behind the object, whose own
+      -- __index is the method table: follow the chain of __index tables.
+      local index, seen = mt.__index, {}
+      while type(index) == "table" and not seen[index] do
+        seen[index] = true
+        for k, f in pairs(index) do
+          if is_public(k) and type(f) == "function" then need(t .. ":" .. k, what) end
+        end
+        local imt = getmetatable(index)
+        index = type(imt) == "table" and imt.__index
       end
     end
 

@@ -21,6 +21,194 @@ local function f() end
 -- nil, err instead of serving forever.
 local BAD_PORT = "127.0.0.1:99999"
 
+describe("issue 9: options tables are checked", function()
+  -- { description, function raising the error, patterns the message must contain }
+  local cases = {
+    -- gorilla fields that luaws does not implement yet
+    { "Dialer{Proxy=f}", function() websocket.Dialer { Proxy = f } end,
+      { "^[^\n]*Dialer: Proxy is not implemented yet" } },
+    { "Dialer{NetDial=f}", function() websocket.Dialer { NetDial = f } end,
+      { "Dialer: NetDial is not implemented yet" } },
+    { "Dialer{NetDialContext=f}", function() websocket.Dialer { NetDialContext = f } end,
+      { "Dialer: NetDialContext is not implemented yet" } },
+    { "Dialer{NetDialTLSContext=f}", function() websocket.Dialer { NetDialTLSContext = f } end,
+      { "Dialer: NetDialTLSContext is not implemented yet" } },
+    { "Dialer{TLSClientConfig={}}", function() websocket.Dialer { TLSClientConfig = {} } end,
+      { "Dialer: TLSClientConfig is not implemented yet" } },
+    { "Dialer{Jar={}}", function() websocket.Dialer { Jar = {} } end,
+      { "Dialer: Jar is not implemented yet" } },
+    { "Dialer{EnableCompression=true}", function() websocket.Dialer { EnableCompression = true } end,
+      { "Dialer: EnableCompression is not implemented yet" } },
+    { "Dialer{WriteBufferPool={}}", function() websocket.Dialer { WriteBufferPool = {} } end,
+      { "Dialer: WriteBufferPool is not implemented yet" } },
+    { "Upgrader{EnableCompression=true}", function() websocket.Upgrader { EnableCompression = true } end,
+      { "Upgrader: EnableCompression is not implemented yet" } },
+    { "Upgrader{WriteBufferPool={}}", function() websocket.Upgrader { WriteBufferPool = {} } end,
+      { "Upgrader: WriteBufferPool is not implemented yet" } },
+
+    -- unknown fields, with a hint when only the case is wrong
+    { "Dialer{HandshakeTimout=5}", function() websocket.Dialer { HandshakeTimout = 5 } end,
+      { "Dialer: unknown field 'HandshakeTimout'" } },
+    { "Dialer{handshakeTimeout=5}", function() websocket.Dialer { handshakeTimeout = 5 } end,
+      { "Dialer: unknown field 'handshakeTimeout'", "did you mean HandshakeTimeout%?" } },
+    { "Dialer{5}", function() websocket.Dialer { 5 } end, { "Dialer: unknown field 1" } },
+    { "Upgrader{CheckOrign=f}", function() websocket.Upgrader { CheckOrign = f } end,
+      { "Upgrader: unknown field 'CheckOrign'" } },
+    { "Listen(addr, h, {ReadTimeout=5})",
+      function() websocket.Listen("127.0.0.1:0", f, { ReadTimeout = 5 }) end,
+      { "Listen: unknown field 'ReadTimeout'" } },
+    { "Listen(addr, h, {Workers=2}) (an option of ListenAndServe only)",
+      function() websocket.Listen("127.0.0.1:0", f, { Workers = 2 }) end,
+      { "Listen: unknown field 'Workers'" } },
+    { "ListenAndServe(addr, h, {ReadTimeout=5})",
+      function() websocket.ListenAndServe(BAD_PORT, f, { ReadTimeout = 5 }) end,
+      { "ListenAndServe: unknown field 'ReadTimeout'" } },
+
+    -- wrong types
+    { "Upgrader{WriteBufferSize='big'}", function() websocket.Upgrader { WriteBufferSize = "big" } end,
+      { "Upgrader: WriteBufferSize must be a non%-negative number of bytes %(got string%)" } },
+    { "Upgrader{WriteBufferSize=-1}", function() websocket.Upgrader { WriteBufferSize = -1 } end,
+      { "Upgrader: WriteBufferSize must be a non%-negative number of bytes %(got number%)" } },
+    { "Upgrader{ReadBufferSize='x'}", function() websocket.Upgrader { ReadBufferSize = "x" } end,
+      { "Upgrader: ReadBufferSize must be" } },
+    { "Upgrader{HandshakeTimeout='x'}", function() websocket.Upgrader { HandshakeTimeout = "x" } end,
+      { "Upgrader: HandshakeTimeout must be a number of seconds" } },
+    { "Upgrader{Error=5}", function() websocket.Upgrader { Error = 5 } end,
+      { "Upgrader: Error must be a function %(got number%)" } },
+    { "Upgrader{Subprotocols={'a', 5}}", function() websocket.Upgrader { Subprotocols = { "a", 5 } } end,
+      { "Upgrader: Subprotocols must be a list of strings" } },
+    { "Dialer{HandshakeTimeout='x'}", function() websocket.Dialer { HandshakeTimeout = "x" } end,
+      { "Dialer: HandshakeTimeout must be a number of seconds %(got string%)" } },
+    { "Dialer{HandshakeTimeout=0/0}", function() websocket.Dialer { HandshakeTimeout = 0 / 0 } end,
+      { "Dialer: HandshakeTimeout must be a number of seconds" } },
+    { "Dialer{WriteBufferSize='big'}", function() websocket.Dialer { WriteBufferSize = "big" } end,
+      { "Dialer: WriteBufferSize must be" } },
+    { "Dialer{ReadBufferSize=true}", function() websocket.Dialer { ReadBufferSize = true } end,
+      { "Dialer: ReadBufferSize must be" } },
+    { "Dialer{Subprotocols={5}}", function() websocket.Dialer { Subprotocols = { 5 } } end,
+      { "Dialer: Subprotocols must be a list of strings" } },
+    { "Listen(addr, h, {ReusePort='yes'})",
+      function() websocket.Listen("127.0.0.1:0", f, { ReusePort = "yes" }) end,
+      { "Listen: ReusePort must be a boolean %(got string%)" } },
+    { "ListenAndServe(addr, h, {HandshakeTimeout='x'})",
+      function() websocket.ListenAndServe(BAD_PORT, f, { HandshakeTimeout = "x" }) end,
+      { "ListenAndServe: HandshakeTimeout must be a number of seconds" } },
+    { "ListenAndServe(addr, h, {Workers=1.5})",
+      function() websocket.ListenAndServe(BAD_PORT, f, { Workers = 1.5 }) end,
+      { "ListenAndServe: Workers must be a whole number of at least 1" } },
+    { "ListenAndServe(addr, h, {Workers='2'})",
+      function() websocket.ListenAndServe(BAD_PORT, f, { Workers = "2" }) end,
+      { "ListenAndServe: Workers must be a whole number of at least 1 %(got string%)" } },
+    { "ListenAndServe(addr, h, 5)", function() websocket.ListenAndServe(BAD_PORT, f, 5) end,
+      { "bad argument #3 to 'ListenAndServe' %(table expected, got number%)" } },
+  }
+
+  for _, case in ipairs(cases) do
+    it(case[1] .. " raises", function()
+      local msg = raises(case[2])
+      for _, pattern in ipairs(case[3]) do
+        assert.matches(pattern, msg, 1, false)
+      end
+    end)
+  end
+
+  it("every one of these errors points at the caller's line, not into luaws", function()
+    local inside = {}
+    for _, case in ipairs(cases) do
+      local ok, msg = pcall(case[2])
+      if ok or not tostring(msg):find("^spec/issue9_options_spec%.lua:%d+:") then
+        inside[#inside + 1] = case[1] .. " -> " .. (ok and "no error" or tostring(msg))
+      end
+    end
+    assert.are.same({}, inside)
+  end)
+
+  it("fields assigned after construction are checked too, at the assignment", function()
+    local d = websocket.Dialer { HandshakeTimeout = 5 }
+    assert.matches("^spec/issue9_options_spec%.lua:%d+: Dialer: Proxy is not implemented yet",
+      raises(function() d.Proxy = f end))
+    assert.matches("Dialer: HandshakeTimeout must be a number of seconds",
+      raises(function() d.HandshakeTimeout = "x" end))
+    assert.matches("Dialer: unknown field 'Foo'", raises(function() d.Foo = 1 end))
+    assert.are.equal(5, d.HandshakeTimeout) -- a refused assignment changes nothing
+    assert.is_nil(d.Proxy)
+
+    local u = websocket.Upgrader {}
+    assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
+    assert.matches("Upgrader: EnableCompression is not implemented yet",
+      raises(function() u.EnableCompression = true end))
+    u.WriteBufferSize = 100
+    assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
+    assert.are.equal(100, u.WriteBufferSize)
+
+    assert.matches("Dialer: Proxy is not implemented yet",
+      raises(function() websocket.DefaultDialer.Proxy = f end))
+  end)
+
+  it("a Dialer with a Proxy never reaches Dial and connects directly", function()
+    local srv, port = support.echo_server()
+    finally(function() srv:Close() end)
+    local d = websocket.Dialer {}
+    local ok = pcall(function() d.Proxy = function() return "http://proxy.invalid:3128" end end)
+    assert.is_false(ok)
+    local c, _, err = d:Dial(support.url(port))
+    assert.is_nil(err) -- the Proxy was refused, so this Dialer is a plain one
+    c:Close()
+  end)
+
+  it("valid fields are accepted, readable, writable and listed by pairs", function()
+    local u = websocket.Upgrader {
+      CheckOrigin = function() return true end, Subprotocols = { "a" }, Error = f,
+      WriteBufferSize = 1024, ReadBufferSize = 1024, HandshakeTimeout = 10,
+      EnableCompression = false, -- gorilla's default: no compression, as luaws does
+    }
+    assert.are.equal(1024, u.WriteBufferSize)
+    u.WriteBufferSize = 2048
+    assert.are.equal(2048, u.WriteBufferSize)
+    u.CheckOrigin = nil
+    assert.is_nil(u.CheckOrigin)
+    local d = websocket.Dialer {
+      HandshakeTimeout = 45, Subprotocols = { "a", "b" }, ReadBufferSize = 1024,
+      WriteBufferSize = 1024, EnableCompression = false,
+    }
+    local names = {}
+    for k in pairs(d) do names[#names + 1] = k end
+    table.sort(names)
+    assert.are.same({ "EnableCompression", "HandshakeTimeout", "ReadBufferSize",
+      "Subprotocols", "WriteBufferSize" }, names)
+    assert.are.equal(45, websocket.DefaultDialer.HandshakeTimeout)
+  end)
+end)
+
+describe("issue 9: Listen and ListenAndServe take an address string", function()
+  for _, name in ipairs({ "Listen", "ListenAndServe" }) do
+    for _, addr in ipairs({ 8080, false, {} }) do
+      it(("%s(%s) raises"):format(name, tostring(addr):gsub(":.*", "")), function()
+        local msg = raises(function() websocket[name](addr, f) end)
+        assert.matches("^spec/issue9_options_spec%.lua:%d+: bad argument #1 to '" .. name ..
+          "' %(\"host:port\" string expected, got " .. type(addr) .. "%)", msg)
+      end)
+    end
+  end
+
+  it("Listen still takes ':0', 'localhost:0', '127.0.0.1:0' and '[::1]:0'", function()
+    for _, addr in ipairs({ ":0", "localhost:0", "127.0.0.1:0", "[::1]:0" }) do
+      local srv, err = websocket.Listen(addr, f)
+      assert(srv, addr .. ": " .. tostring(err))
+      assert.is_true(srv:Port() > 0)
+      srv:Close()
+    end
+  end)
+
+  it("an address string that cannot be listened on still returns nil, err", function()
+    for _, addr in ipairs({ "127.0.0.1", BAD_PORT, "example.com:0" }) do
+      local srv, err = websocket.Listen(addr, f)
+      assert.is_nil(srv)
+      assert.matches("^listen tcp ", tostring(err))
+    end
+  end)
+end)
+
 describe("issue 9: an IPv4 peer of a dual-stack listener shows as plain IPv4", function()
   it("r.RemoteAddr, c:RemoteAddr() and c:LocalAddr() are 127.0.0.1:PORT on Listen(':0')", function()
     local seen = {}

@@ -1,31 +1,35 @@
 -- The client side, shaped like gorilla's Dialer: Dialer{...}:Dial(url, header) and
 -- DefaultDialer. Name lookup, connect and handshake run on the loop; the caller parks.
-local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 local core = require "luaws.core"
 local sched = require "luaws.sched"
 local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
+local options = require "luaws.options"
 
 local M = {}
 
 local Dialer = { __name = "luaws.Dialer" }
 Dialer.__index = Dialer
 
+-- gorilla's Dialer fields; see options.lua
+local fields = {
+  HandshakeTimeout = "seconds", Subprotocols = "strings", WriteBufferSize = "bytes",
+  ReadBufferSize = "bytes", -- accepted and ignored (README, "Differences")
+  Proxy = "unimplemented", NetDial = "unimplemented", NetDialContext = "unimplemented",
+  NetDialTLSContext = "unimplemented", TLSClientConfig = "unimplemented",
+  Jar = "unimplemented", EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+}
+
 -- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, ReadBufferSize=, WriteBufferSize=}
 function M.Dialer(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'Dialer' (table expected)", 2)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #1 to 'Dialer' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    options.check("Dialer", fields, opts, 2)
   end
-  local d = setmetatable({}, Dialer)
-  for k, v in pairs(opts or {}) do d[k] = v end
-  if d.HandshakeTimeout ~= nil and type(d.HandshakeTimeout) ~= "number" then
-    error("Dialer: HandshakeTimeout must be a number of seconds", 2)
-  end
-  if d.Subprotocols ~= nil and type(d.Subprotocols) ~= "table" then
-    error("Dialer: Subprotocols must be a list of strings", 2)
-  end
-  return d
+  return options.new(Dialer, fields, opts)
 end
 
 M.DefaultDialer = M.Dialer{ HandshakeTimeout = 45 }
@@ -57,7 +61,7 @@ local reserved = {
 
 -- d:Dial(url [, requestHeader]) -> conn, resp | nil, resp, err
 function Dialer:Dial(url, request_header)
-  if getmetatable(self) ~= Dialer then
+  if not options.is(self, Dialer) then
     error("bad self to 'Dial' (luaws.Dialer expected; call it as d:Dial(url))", 2)
   end
   if type(url) ~= "string" then

@@ -7,6 +7,7 @@ local sched = require "luaws.sched"
 local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
+local options = require "luaws.options"
 
 local M = {}
 local unescape
@@ -179,7 +180,6 @@ Server.__index = Server
 
 -- "host:port" -> ip (nil: every interface), port | nil, nil, reason
 local function parse_addr(addr)
-  if type(addr) ~= "string" then return nil, nil, "address must be a string" end
   local host, port = addr:match("^%[([^%]]*)%]:(%d*)$")
   if not host then host, port = addr:match("^([^:]*):(%d*)$") end
   if not host then return nil, nil, "missing port in address" end
@@ -190,31 +190,50 @@ local function parse_addr(addr)
   return host, port
 end
 
+-- The options of Listen, and of ListenAndServe (see options.lua).
+local listen_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean" }
+local serve_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean", Workers = "count" }
+
+-- Raise, at the caller of Listen or ListenAndServe (`name`), for misuse of its arguments.
+local function check_listen_args(name, addr, handler, opts, fields)
+  if type(addr) ~= "string" then
+    error("bad argument #1 to '" .. name .. "' (\"host:port\" string expected, got " ..
+      type(addr) .. ")", 3)
+  end
+  if handler ~= nil and type(handler) ~= "function" and
+    not (type(handler) == "table" and handler.ServeHTTP) then
+    error("bad argument #2 to '" .. name .. "' (function or ServeMux expected)", 3)
+  end
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #3 to '" .. name .. "' (table expected, got " .. type(opts) .. ")", 3)
+    end
+    options.check(name, fields, opts, 3)
+  end
+end
+
 local live_servers = {}
 
-function M.Listen(addr, handler, opts)
+-- Listen with its arguments checked.
+local function listen(addr, handler, opts)
   local host, port, why = parse_addr(addr)
   if not port then
-    return nil, errors.new("listen tcp " .. tostring(addr) .. ": " .. why)
+    return nil, errors.new("listen tcp " .. addr .. ": " .. why)
   end
-  handler = handler or M.DefaultServeMux
-  if type(handler) ~= "function" and not (type(handler) == "table" and handler.ServeHTTP) then
-    error("bad argument #2 to 'Listen' (function or ServeMux expected)", 2)
-  end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #3 to 'Listen' (table expected)", 2)
-  end
-  local timeout = opts and opts.HandshakeTimeout or 10
-  if type(timeout) ~= "number" then
-    error("Listen: HandshakeTimeout must be a number of seconds", 2)
-  end
-  local srv, p = core.listen(host, port, dispatch(handler), timeout, opts and opts.ReusePort)
+  opts = opts or {}
+  local srv, p = core.listen(host, port, dispatch(handler or M.DefaultServeMux),
+    opts.HandshakeTimeout or 10, opts.ReusePort)
   if not srv then
     return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))
   end
   local s = setmetatable({ srv = srv, port = p, host = host or "" }, Server)
   live_servers[s] = true
   return s
+end
+
+function M.Listen(addr, handler, opts)
+  check_listen_args("Listen", addr, handler, opts, listen_fields)
+  return listen(addr, handler, opts)
 end
 
 function Server:Port() return self.port end
@@ -235,13 +254,8 @@ end
 -- cannot listen. opts.Workers = N forks N-1 more processes, each with its own loop,
 -- all accepting on the same port (SO_REUSEPORT); call it before anything else.
 function M.ListenAndServe(addr, handler, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #3 to 'ListenAndServe' (table expected)", 2)
-  end
+  check_listen_args("ListenAndServe", addr, handler, opts, serve_fields)
   local workers = opts and opts.Workers or 1
-  if type(workers) ~= "number" or workers < 1 then
-    error("ListenAndServe: Workers must be a positive number", 2)
-  end
   if workers > 1 then
     local _, port = parse_addr(addr)
     if port == 0 then return nil, errors.new("listen tcp " .. addr .. ": Workers need a fixed port") end
@@ -249,13 +263,13 @@ function M.ListenAndServe(addr, handler, opts)
     for k, v in pairs(opts) do o[k] = v end
     o.ReusePort = true
     opts = o
-    for _ = 2, math.floor(workers) do
+    for _ = 2, workers do
       local pid, why = core.fork()
       if not pid then return nil, errors.new("fork: " .. tostring(why)) end
       if pid == 0 then break end
     end
   end
-  local s, err = M.Listen(addr, handler, opts)
+  local s, err = listen(addr, handler, opts)
   if not s then return nil, err end
   sched.loop()
 end
@@ -265,19 +279,22 @@ end
 local Upgrader = { __name = "luaws.Upgrader" }
 Upgrader.__index = Upgrader
 
+-- gorilla's Upgrader fields; see options.lua
+local upgrader_fields = {
+  CheckOrigin = "function", Subprotocols = "strings", Error = "function",
+  WriteBufferSize = "bytes",
+  HandshakeTimeout = "seconds", ReadBufferSize = "bytes", -- accepted and ignored (README)
+  EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+}
+
 function M.Upgrader(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'Upgrader' (table expected)", 2)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #1 to 'Upgrader' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    options.check("Upgrader", upgrader_fields, opts, 2)
   end
-  local u = setmetatable({}, Upgrader)
-  for k, v in pairs(opts or {}) do u[k] = v end
-  if u.CheckOrigin ~= nil and type(u.CheckOrigin) ~= "function" then
-    error("Upgrader: CheckOrigin must be a function", 2)
-  end
-  if u.Subprotocols ~= nil and type(u.Subprotocols) ~= "table" then
-    error("Upgrader: Subprotocols must be a list of strings", 2)
-  end
-  return u
+  return options.new(Upgrader, upgrader_fields, opts)
 end
 
 -- gorilla's default: no Origin header, or its host equals the request's Host.
@@ -330,7 +347,7 @@ end
 
 -- u:Upgrade(w, r [, responseHeader]) -> conn | nil, err
 function Upgrader:Upgrade(w, r, response_header)
-  if getmetatable(self) ~= Upgrader then
+  if not options.is(self, Upgrader) then
     error("bad self to 'Upgrade' (luaws.Upgrader expected; call it as u:Upgrade(w, r))", 2)
   end
   check_writer(w, "Upgrade")
