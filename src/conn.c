@@ -17,6 +17,11 @@
 /* Seconds the peer has to answer our close frame, and to close TCP after it. */
 #define CLOSE_TIMEOUT 5
 #define LINGER_TIMEOUT 2
+/* The read limit of a new connection (SetReadLimit changes it; 0: none). Received
+ * messages are whole in memory before ReadMessage returns them, so the limit bounds
+ * what one peer can make a connection hold: twice the largest message of the interop
+ * table (16 MiB). Node's ws allows 100 MiB, Python's websockets 1 MiB. */
+#define DEFAULT_READ_LIMIT (32 * 1024 * 1024)
 #define NO_PARTIAL ((size_t)-1)
 #define RECORD_HEADER (1 + sizeof(size_t))
 
@@ -38,6 +43,7 @@ luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 	c->state = is_client ? LUAWS_CONNECTING : LUAWS_UPGRADING;
 	c->is_client = is_client;
 	c->partial = NO_PARTIAL;
+	c->read_limit = DEFAULT_READ_LIMIT;
 	c->parser.expect_masked = !is_client;
 	luaL_setmetatable(L, LUAWS_CONN_MT);
 	return c;
@@ -137,7 +143,7 @@ static int rx_should_pause(const luaws_conn *c, size_t limit)
 
 static void update_rx(luaws_conn *c)
 {
-	if (!c->wsi || read_ended(c))
+	if (!c->wsi || read_ended(c) || c->fail_code)
 		return;
 	if (!c->rx_paused && rx_should_pause(c, RX_PAUSE_BYTES)) {
 		c->rx_paused = 1;
@@ -194,11 +200,11 @@ void luaws_conn_tx_changed(luaws_conn *c, int drained)
 	}
 }
 
-/* Fail the connection (RFC 6455 §7.1.7): send a close frame with code, drop what was
- * queued and whatever the peer sends from now on, report code and why to the reader.
- * A frame already half sent is finished first (frames never interleave); the peer has
- * CLOSE_TIMEOUT to take it. */
-static int fail(luaws_conn *c, int code, const char *why)
+/* Fail the connection (RFC 6455 §7.1.7): send a close frame with code, drop whatever
+ * the peer sends from now on, report code and why to the reader. What was written
+ * before still goes out ahead of the close frame, as it would have from gorilla's
+ * synchronous writes (frames never interleave); the peer has CLOSE_TIMEOUT to take it. */
+static int fail_now(luaws_conn *c, int code, const char *why)
 {
 	unsigned char payload[125];
 	size_t n = strlen(why);
@@ -209,7 +215,6 @@ static int fail(luaws_conn *c, int code, const char *why)
 	lws_strncpy(c->close_text, why, sizeof(c->close_text));
 	drop_partial(c);
 	if (c->wsi && !c->close_sent) {
-		luaws_sender_drop_unstarted(c);
 		if (n > sizeof(payload) - 2)
 			n = sizeof(payload) - 2;
 		payload[0] = (unsigned char)(code >> 8);
@@ -224,6 +229,30 @@ static int fail(luaws_conn *c, int code, const char *why)
 		close_when_flushed(c);
 	}
 	luaws_wake(c->loop, &c->waitable);
+	return -1;
+}
+
+/* A protocol error in what the peer sent (why: a static string). Whole messages that
+ * arrived before it are still delivered, in order, as gorilla's reader would meet them
+ * first: reading from the socket stops (so at most what was already read waits), and
+ * the connection fails when the reader has taken them (push_no_message), or after
+ * CLOSE_TIMEOUT if nobody reads. */
+static int fail(luaws_conn *c, int code, const char *why)
+{
+	if (!c->in_msgs || read_ended(c) || !c->wsi)
+		return fail_now(c, code, why);
+	if (!c->fail_code) {
+		c->fail_code = code;
+		c->fail_why = why;
+		drop_partial(c);
+		if (!c->rx_paused) {
+			c->rx_paused = 1;
+			lws_rx_flow_control(c->wsi, 0);
+		}
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_TIMEOUT);
+		luaws_touched_lws(c->loop);
+		luaws_wake(c->loop, &c->waitable);
+	}
 	return -1;
 }
 
@@ -282,19 +311,22 @@ static void release_in(luaws_conn *c)
 static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 {
 	int final = ev->last && ev->fin;
-	if (ev->first && ev->opcode) {
-		c->msg_len = 0;
-		c->utf8_need = 0;
-		if (reserve_in(c, RECORD_HEADER + ev->len))
-			return fail(c, 1011, "out of memory");
-		c->partial = c->in.len;
-		c->in.data[c->in.len] = (unsigned char)ev->opcode;
-		memset(c->in.data + c->in.len + 1, 0, sizeof(size_t));
-		c->in.len += RECORD_HEADER;
+	if (ev->first) {
+		if (ev->opcode) {
+			c->msg_len = 0;
+			c->utf8_need = 0;
+			if (reserve_in(c, RECORD_HEADER + ev->len))
+				return fail(c, 1011, "out of memory");
+			c->partial = c->in.len;
+			c->in.data[c->in.len] = (unsigned char)ev->opcode;
+			memset(c->in.data + c->in.len + 1, 0, sizeof(size_t));
+			c->in.len += RECORD_HEADER;
+		}
+		/* refused on what the header claims, before any of the payload */
+		if (c->read_limit > 0 && c->msg_len + ev->frame_len > (uint64_t)c->read_limit)
+			return fail_read_limit(c);
 	}
 	c->msg_len += ev->len;
-	if (c->read_limit > 0 && c->msg_len > (uint64_t)c->read_limit)
-		return fail_read_limit(c);
 	if (c->in.data[c->partial] == 1 && !text_chunk_valid(c, ev->data, ev->len, final))
 		return fail(c, 1007, "invalid UTF-8 in text message");
 	if (ev->len && !c->discarding) {
@@ -419,12 +451,12 @@ static void conn_rx(luaws_conn *c, unsigned char *in, size_t len)
 {
 	luaws_frame_event ev;
 	int rc;
-	if (read_ended(c))
+	if (read_ended(c) || c->fail_code)
 		return; /* after a close frame or a failure nothing the peer sends counts */
 	while ((rc = luaws_frame_next(&c->parser, &in, &len, &ev)) > 0) {
 		if ((ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev))
 			return;
-		if (read_ended(c))
+		if (read_ended(c) || c->fail_code)
 			return;
 	}
 	if (rc < 0) {
@@ -615,6 +647,8 @@ static int push_no_message(lua_State *L, luaws_conn *c)
 		lua_pushliteral(L, "i/o timeout");
 		return 3;
 	}
+	if (c->fail_code && !read_ended(c))
+		fail_now(c, c->fail_code, c->fail_why); /* the reader got there */
 	if (!read_ended(c)) {
 		/* the caller is about to wait for c: arm it now, saving it a call */
 		luaws_arm(L, c->loop, &c->waitable, 1);

@@ -115,8 +115,8 @@ static int check_header(luaws_frame_parser *fp, luaws_frame_event *ev)
 }
 
 /* Take the next event from the bytes at *in (*len of them), advancing past what it
- * used: 1 and a payload chunk in ev (unmasked in place; possibly empty, ev->last on the
- * frame's final chunk), 0 when the bytes ran out, -1 on a protocol error (ev->code,
+ * used: 1 and a payload chunk in ev (unmasked in place; possibly empty, ev->first on the
+ * frame's first, which comes as soon as the header is complete, ev->last on its final), 0 when the bytes ran out, -1 on a protocol error (ev->code,
  * ev->reason; the parser stays failed). */
 int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		     luaws_frame_event *ev)
@@ -162,7 +162,9 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 			return -1;
 		fp->in_payload = 1;
 	}
-	if (!n && fp->length)
+	/* a frame's first event comes with its header, even before any payload, so that
+	 * the length it claims can be refused before the payload arrives */
+	if (!n && fp->length && !fp->first)
 		return 0;
 	take = n < fp->length ? n : (size_t)fp->length;
 	if (fp->expect_masked && take)
@@ -170,6 +172,7 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 	fp->mask_pos += take;
 	fp->length -= take;
 	ev->opcode = fp->opcode;
+	ev->frame_len = fp->mask_pos + fp->length;
 	ev->fin = fp->fin;
 	ev->first = fp->first;
 	ev->last = fp->length == 0;

@@ -55,6 +55,7 @@ typedef struct luaws_frame_parser {
 typedef struct luaws_frame_event {
 	unsigned char *data;
 	size_t len;
+	uint64_t frame_len;  /* the payload length the frame's header claims */
 	int opcode, fin, first, last;
 	int code;            /* on a protocol error: the close code */
 	const char *reason;
@@ -165,6 +166,10 @@ typedef struct luaws_conn {
 	luaws_frame_parser parser;
 	uint64_t msg_len;         /* bytes of the message being received, for the limit */
 	int64_t read_limit;       /* 0: none */
+	/* A protocol error found behind whole unread messages: reading from the socket
+	 * stops, and the connection fails when the reader gets there (fail_code 0: none). */
+	int fail_code;
+	const char *fail_why;     /* a static string */
 	/* Received messages, each a record: type byte, size_t length, payload. The head
 	 * record may be partly consumed (head_taken) by a streaming reader. */
 	luaws_buf in;
@@ -201,7 +206,6 @@ int luaws_sender_writeable(luaws_conn *c);
 int luaws_sender_flush(luaws_conn *c);
 int luaws_sender_idle(const luaws_conn *c);
 int luaws_sender_full(const luaws_conn *c);
-void luaws_sender_drop_unstarted(luaws_conn *c);
 void luaws_sender_free(luaws_conn *c);
 struct luaws_orphan;
 int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigned char *p,

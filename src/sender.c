@@ -312,24 +312,6 @@ int luaws_sender_full(const luaws_conn *c)
 	return c->tx.queued > TX_WAIT_BYTES;
 }
 
-void luaws_sender_drop_unstarted(luaws_conn *c)
-{
-	luaws_sender *tx = &c->tx;
-	struct luaws_out **at = &tx->head, *o;
-	batch_take(c, 0);
-	tx->tail = NULL;
-	while ((o = *at)) {
-		if (started(o)) {
-			tx->tail = o;
-			at = &o->next;
-			continue;
-		}
-		*at = o->next;
-		tx->queued -= o->len - o->off;
-		free(o);
-	}
-}
-
 void luaws_sender_free(luaws_conn *c)
 {
 	struct luaws_out *o = c->tx.head, *next;
