@@ -17,6 +17,13 @@
 #define LUAWS_TIMER_MT "luaws.Timer"
 #define LUAWS_SIGNAL_MT "luaws.Signal"
 
+/* object.c: each Lua type's metatable (methods get it as upvalue 1; tostring, gc and
+ * close may be NULL), and the check of self that uses it */
+void luaws_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+		    lua_CFunction tostring, lua_CFunction gc, lua_CFunction close);
+void luaws_add_methods(lua_State *L, const char *name, const luaL_Reg *methods);
+void *luaws_check(lua_State *L, int idx, const char *name);
+
 /* Longest subprotocol name luaws negotiates (lws tokenizes names into 64 bytes). */
 #define LUAWS_SUBPROTOCOL_MAX 64
 
@@ -42,6 +49,45 @@ typedef struct luaws_buf {
 	unsigned char *data;
 	size_t len, cap;
 } luaws_buf;
+
+/* buf.c */
+int luaws_buf_reserve(luaws_buf *b, size_t extra);
+int luaws_buf_append(luaws_buf *b, const void *p, size_t n);
+int luaws_buf_printf(luaws_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void luaws_buf_free(luaws_buf *b);
+
+/* inbox.c: received messages waiting for the reader (see there). spare: a buffer the
+ * caller keeps for big messages (or NULL). */
+#define LUAWS_NO_PARTIAL ((size_t)-1)
+typedef struct luaws_inbox {
+	luaws_buf buf;     /* records: type byte, size_t length, payload */
+	size_t head;       /* the first unread record */
+	size_t msgs;       /* whole records from head on */
+	size_t partial;    /* the record still arriving, or LUAWS_NO_PARTIAL */
+	size_t taken;      /* bytes of the head record a streaming reader took */
+	int discarding;    /* the partial record's bytes are dropped as they arrive */
+} luaws_inbox;
+
+void luaws_inbox_init(luaws_inbox *in);
+void luaws_inbox_free(luaws_inbox *in);
+/* A message of this type starts arriving (hint: bytes that come with it). -1: no memory */
+int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_buf *spare);
+int luaws_inbox_append(luaws_inbox *in, const unsigned char *p, size_t n, luaws_buf *spare);
+/* The arriving message is complete: 1 when it is now readable (0: it was discarded). */
+int luaws_inbox_finish(luaws_inbox *in);
+void luaws_inbox_drop_partial(luaws_inbox *in);
+int luaws_inbox_partial_type(const luaws_inbox *in);
+/* The type of the message a reader gets next (whole or arriving), 0 when none. */
+int luaws_inbox_head_type(const luaws_inbox *in);
+/* Up to max bytes of that message not taken yet (*p), without taking them. */
+size_t luaws_inbox_peek(const luaws_inbox *in, size_t max, const unsigned char **p);
+/* Take n of them: 1 when that ended the message. */
+int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_buf *spare);
+/* Drop the head message (an arriving one: the rest of it as it comes). */
+void luaws_inbox_discard(luaws_inbox *in, luaws_buf *spare);
+size_t luaws_inbox_unread(const luaws_inbox *in);
+/* Drop the first whole message longer than limit and everything after it: 1 if any. */
+int luaws_inbox_cut_over(luaws_inbox *in, size_t limit);
 
 /* frame.c: the wire format */
 typedef struct luaws_frame_parser {
@@ -105,10 +151,6 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w);
 void luaws_touched_lws(luaws_loop *loop);
 void luaws_defer(luaws_loop *loop, luaws_deferred *d);
 int luaws_pcall(lua_State *L, int nargs, int nresults);
-int luaws_buf_reserve(luaws_buf *b, size_t extra);
-int luaws_buf_append(luaws_buf *b, const void *p, size_t n);
-int luaws_buf_printf(luaws_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void luaws_buf_free(luaws_buf *b);
 int luaws_fail(lua_State *L, const char *msg);
 int luaws_loop_open(lua_State *L);
 
@@ -118,12 +160,26 @@ void luaws_linger(luaws_loop *loop, struct lws *wsi, int secs);
 int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			    void *in, size_t len);
 
-/* conn.c */
+/* conn.c: the life of a connection, one state; each transition is a function there. */
 enum luaws_conn_state {
-	LUAWS_CONNECTING, /* client: resolving, connecting, handshaking */
-	LUAWS_UPGRADING,  /* server: Upgrade accepted, 101 not sent yet */
+	LUAWS_CONNECTING,     /* client: resolving, connecting, handshaking */
+	LUAWS_UPGRADING,      /* server: Upgrade accepted, 101 not sent yet */
 	LUAWS_OPEN,
-	LUAWS_CLOSED      /* the wsi is gone; close_code says why */
+	LUAWS_CLOSE_SENT,     /* our close frame went out; reading goes on to the peer's */
+	LUAWS_CLOSE_RECEIVED, /* the peer's close frame came; answered when the reader
+			       * gets to it (or by a Lua close handler) */
+	LUAWS_CLOSING,        /* close frames both ways, or the connection failed: TCP
+			       * closes once what is queued has gone out */
+	LUAWS_CLOSED          /* the socket is gone */
+};
+
+/* How reading ended, for the reader (close_code and close_text say the rest). */
+enum luaws_read_end {
+	LUAWS_READING,
+	LUAWS_READ_PEER_CLOSE, /* the peer's close frame */
+	LUAWS_READ_FAILED,     /* luaws failed the connection (protocol error) */
+	LUAWS_READ_LIMIT,      /* failed for a message over the read limit */
+	LUAWS_READ_GONE        /* TCP ended without a close frame (1006) */
 };
 
 /* Why a connection broke or a dial failed, for the Lua side (never told apart by
@@ -147,6 +203,22 @@ typedef struct luaws_sender {
 	size_t last_seg;          /* the latest of them (extended while it stays last) */
 } luaws_sender;
 
+/* receiver.c: the message rules for what a connection receives (see there). */
+typedef struct luaws_receiver {
+	luaws_frame_parser parser;
+	unsigned char utf8[3];    /* UTF-8 check across the fragments of a text message */
+	unsigned char ctl_len;
+	unsigned char ctl[125];   /* the control frame being received */
+	uint64_t msg_len;         /* bytes of the message being received, for the limit */
+	int64_t read_limit;       /* 0: none */
+	luaws_buf ctl_in;         /* pings/pongs for Lua handlers: type, length byte, payload */
+	/* A protocol error found behind whole unread messages: reading from the socket
+	 * stops, and the connection fails when the reader gets there (fail_code 0: none). */
+	int fail_code;
+	enum luaws_read_end fail_end;
+	const char *fail_why;     /* a static string */
+} luaws_receiver;
+
 typedef struct luaws_dial luaws_dial;
 typedef struct luaws_deadlines luaws_deadlines;
 
@@ -156,25 +228,11 @@ typedef struct luaws_conn {
 	struct lws *wsi;
 	luaws_waitable waitable;
 	enum luaws_conn_state state;
-	unsigned is_client : 1, close_sent : 1, close_received : 1, rx_paused : 1,
-		 rx_failed : 1, streaming : 1, closing_tcp : 1, read_timed_out : 1,
-		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1,
-		 close_reply_due : 1, discarding : 1, read_limit_hit : 1;
-	unsigned char utf8_need, utf8_lo, utf8_hi; /* UTF-8 check across text fragments */
-	unsigned char ctl_len;
-	unsigned char ctl[125];   /* the control frame being received */
-	luaws_frame_parser parser;
-	uint64_t msg_len;         /* bytes of the message being received, for the limit */
-	int64_t read_limit;       /* 0: none */
-	/* A protocol error found behind whole unread messages: reading from the socket
-	 * stops, and the connection fails when the reader gets there (fail_code 0: none). */
-	int fail_code;
-	const char *fail_why;     /* a static string */
-	/* Received messages, each a record: type byte, size_t length, payload. The head
-	 * record may be partly consumed (head_taken) by a streaming reader. */
-	luaws_buf in;
-	size_t in_head, in_msgs, partial, head_taken;
-	luaws_buf ctl_in;         /* pings/pongs for Lua handlers: type, length byte, payload */
+	enum luaws_read_end read_end;
+	unsigned is_client : 1, rx_paused : 1, streaming : 1, read_timed_out : 1,
+		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1;
+	luaws_receiver rx;
+	luaws_inbox inbox;
 	luaws_sender tx;
 	luaws_deadlines *deadlines;
 	int close_code;
@@ -191,6 +249,25 @@ void luaws_conn_attach(luaws_conn *c, struct lws *wsi);
 void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len);
 void luaws_conn_closed(luaws_conn *c, enum luaws_err kind, const char *error);
 void luaws_conn_tx_changed(luaws_conn *c, int drained);
+int luaws_conn_fail(luaws_conn *c, int code, const char *why);
+int luaws_conn_fail_read_limit(luaws_conn *c);
+int luaws_conn_peer_close(luaws_conn *c, int code, const unsigned char *text, size_t tl);
+void luaws_conn_received(luaws_conn *c);
+void luaws_conn_update_rx(luaws_conn *c);
+int luaws_conn_reading(const luaws_conn *c);
+luaws_conn *luaws_conn_check(lua_State *L);
+void luaws_conn_add_methods(lua_State *L, const luaL_Reg *methods);
+
+/* receiver.c */
+void luaws_receiver_init(luaws_receiver *rx, int is_client);
+void luaws_receive(luaws_conn *c, unsigned char *in, size_t len);
+void luaws_receive_last(luaws_conn *c, int fd);
+void luaws_receiver_free(luaws_receiver *rx);
+int luaws_receiver_open(lua_State *L);
+
+/* deadline.c */
+void luaws_deadlines_free(luaws_conn *c);
+int luaws_deadline_open(lua_State *L);
 struct lws *luaws_conn_detach(luaws_conn *c);
 void luaws_conn_abandon(luaws_conn *c);
 int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, size_t len);

@@ -109,7 +109,7 @@ function Dialer:Dial(url, request_header)
   if status and status > 0 then
     resp = { StatusCode = status, Header = header.new(resp_headers) }
   end
-  if c:_state() == "open" then
+  if c:_state() ~= "closed" then
     conn.set_write_buffer(c, self.WriteBufferSize)
     return c, resp
   end

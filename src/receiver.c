@@ -1,0 +1,225 @@
+/*
+ * What a connection receives, by the message rules of RFC 6455 on top of frame.c:
+ * reassembly of fragments into the inbox, the read limit (checked on what a frame's
+ * header claims, before its payload), UTF-8 of text messages, and control frames (pings
+ * answered at once unless a Lua handler takes them, pongs for a Lua handler, the peer's
+ * close frame handed to the close handshake in conn.c). A protocol error goes to
+ * luaws_conn_fail.
+ */
+#include <string.h>
+#include <sys/socket.h>
+
+#include "luaws.h"
+
+/* Pings and pongs kept for Lua handlers before the reader runs them. */
+#define CTL_IN_MAX (8 * 1024)
+/* The read limit of a new connection (SetReadLimit changes it; 0: none). Received
+ * messages are whole in memory before ReadMessage returns them, so the limit bounds
+ * what one peer can make a connection hold: twice the largest message of the interop
+ * table (16 MiB). Node's ws allows 100 MiB, Python's websockets 1 MiB. */
+#define DEFAULT_READ_LIMIT (32 * 1024 * 1024)
+
+void luaws_receiver_init(luaws_receiver *rx, int is_client)
+{
+	rx->read_limit = DEFAULT_READ_LIMIT;
+	rx->parser.expect_masked = !is_client;
+}
+
+void luaws_receiver_free(luaws_receiver *rx)
+{
+	luaws_buf_free(&rx->ctl_in);
+}
+
+static luaws_buf *spare(luaws_conn *c)
+{
+	return c->loop->closing ? NULL : &c->loop->spare_in;
+}
+
+/* A chunk of a text or binary message. */
+static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
+{
+	luaws_receiver *rx = &c->rx;
+	int final = ev->last && ev->fin;
+	if (ev->first) {
+		if (ev->opcode) {
+			rx->msg_len = 0;
+			memset(rx->utf8, 0, sizeof(rx->utf8));
+			if (luaws_inbox_begin(&c->inbox, ev->opcode, ev->len, spare(c)))
+				return luaws_conn_fail(c, 1011, "out of memory");
+		}
+		/* refused on what the header claims, before any of the payload */
+		if (rx->read_limit > 0 && rx->msg_len + ev->frame_len > (uint64_t)rx->read_limit)
+			return luaws_conn_fail_read_limit(c);
+	}
+	rx->msg_len += ev->len;
+	if (luaws_inbox_partial_type(&c->inbox) == 1 &&
+	    (!luaws_utf8_valid(rx->utf8, ev->data, ev->len) || (final && rx->utf8[0])))
+		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
+	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, spare(c)))
+		return luaws_conn_fail(c, 1011, "out of memory");
+	if (final)
+		{
+		if (luaws_inbox_finish(&c->inbox))
+			luaws_conn_received(c);
+	}
+	else if (c->streaming && ev->len)
+		luaws_conn_received(c);
+	return 0;
+}
+
+/* Close codes a peer may send (RFC 6455 §7.4; 1012-1014 registered since, and gorilla
+ * accepts them). */
+static int valid_close_code(int code)
+{
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+/* Keep the control frame in rx->ctl for a Lua handler. */
+static void queue_control(luaws_conn *c, int opcode)
+{
+	luaws_receiver *rx = &c->rx;
+	if (rx->ctl_in.len + 2 + rx->ctl_len > CTL_IN_MAX ||
+	    luaws_buf_reserve(&rx->ctl_in, 2 + (size_t)rx->ctl_len))
+		return; /* the reader is far behind: drop it, as a busy peer would */
+	rx->ctl_in.data[rx->ctl_in.len++] = (unsigned char)opcode;
+	rx->ctl_in.data[rx->ctl_in.len++] = rx->ctl_len;
+	memcpy(rx->ctl_in.data + rx->ctl_in.len, rx->ctl, rx->ctl_len);
+	rx->ctl_in.len += rx->ctl_len;
+	luaws_conn_received(c);
+}
+
+/* The peer's close frame (in rx->ctl). */
+static int close_frame(luaws_conn *c)
+{
+	luaws_receiver *rx = &c->rx;
+	int code = 1005;
+	size_t tl = 0;
+	if (rx->ctl_len == 1)
+		return luaws_conn_fail(c, 1002, "close frame with a 1-byte payload");
+	if (rx->ctl_len >= 2) {
+		unsigned char st[3] = {0, 0, 0};
+		code = rx->ctl[0] << 8 | rx->ctl[1];
+		if (!valid_close_code(code))
+			return luaws_conn_fail(c, 1002, "invalid close code");
+		tl = (size_t)rx->ctl_len - 2;
+		if (!luaws_utf8_valid(st, rx->ctl + 2, tl) || st[0])
+			return luaws_conn_fail(c, 1007, "invalid UTF-8 in close reason");
+	}
+	return luaws_conn_peer_close(c, code, rx->ctl + 2, tl);
+}
+
+/* A chunk of a control frame (at most 125 bytes in all; frame.c checked). */
+static int control_chunk(luaws_conn *c, const luaws_frame_event *ev)
+{
+	luaws_receiver *rx = &c->rx;
+	if (ev->first)
+		rx->ctl_len = 0;
+	memcpy(rx->ctl + rx->ctl_len, ev->data, ev->len);
+	rx->ctl_len = (unsigned char)(rx->ctl_len + ev->len);
+	if (!ev->last)
+		return 0;
+	switch (ev->opcode) {
+	case 8:
+		return close_frame(c);
+	case 9:
+		if (c->lua_ping)
+			queue_control(c, 9);
+		else if (c->state == LUAWS_OPEN || c->state == LUAWS_CLOSE_RECEIVED)
+			luaws_send_frame(c, 10, 1, rx->ctl, rx->ctl_len, 1);
+		return 0;
+	default:
+		if (c->lua_pong)
+			queue_control(c, 10);
+		return 0;
+	}
+}
+
+void luaws_receive(luaws_conn *c, unsigned char *in, size_t len)
+{
+	luaws_frame_event ev;
+	int rc;
+	if (!luaws_conn_reading(c))
+		return; /* after a close frame or a failure nothing the peer sends counts */
+	while ((rc = luaws_frame_next(&c->rx.parser, &in, &len, &ev)) > 0) {
+		if ((ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev))
+			return;
+		if (!luaws_conn_reading(c))
+			return;
+	}
+	if (rc < 0) {
+		luaws_conn_fail(c, ev.code, ev.reason);
+		return;
+	}
+	luaws_conn_update_rx(c);
+}
+
+/* lws is closing the socket, maybe on a hang-up or reset reported together with data
+ * it did not read (libuv reports the error without the readable flag): what the peer
+ * sent before it went is still in the kernel and still counts. The caller detached
+ * c from the socket first: nothing goes out on it any more. */
+void luaws_receive_last(luaws_conn *c, int fd)
+{
+	unsigned char buf[16 * 1024];
+	ssize_t n;
+	if (fd < 0)
+		return;
+	while (luaws_conn_reading(c) && (n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		luaws_receive(c, buf, (size_t)n);
+}
+
+/* Lua methods */
+
+/* conn:_control() -> opcode, payload of the next ping/pong kept for Lua | nothing */
+static int l_control(lua_State *L)
+{
+	luaws_receiver *rx = &luaws_conn_check(L)->rx;
+	size_t n;
+	if (!rx->ctl_in.len)
+		return 0;
+	n = rx->ctl_in.data[1];
+	lua_pushinteger(L, rx->ctl_in.data[0]);
+	lua_pushlstring(L, (const char *)rx->ctl_in.data + 2, n);
+	memmove(rx->ctl_in.data, rx->ctl_in.data + 2 + n, rx->ctl_in.len - 2 - n);
+	rx->ctl_in.len -= 2 + n;
+	return 2;
+}
+
+/* conn:_handlers(ping, pong, close): which control frames Lua handlers take. */
+static int l_handlers(lua_State *L)
+{
+	luaws_conn *c = luaws_conn_check(L);
+	c->lua_ping = lua_toboolean(L, 2);
+	c->lua_pong = lua_toboolean(L, 3);
+	c->lua_close = lua_toboolean(L, 4);
+	return 0;
+}
+
+/* conn:_read_limit(n): 0 for none. Messages already waiting are held to it too: the
+ * first one over it fails the connection (those before it stay readable). */
+static int l_read_limit(lua_State *L)
+{
+	luaws_conn *c = luaws_conn_check(L);
+	lua_Integer n = luaL_checkinteger(L, 2);
+	luaws_receiver *rx = &c->rx;
+	rx->read_limit = n > 0 ? n : 0;
+	if (!rx->read_limit || !luaws_conn_reading(c))
+		return 0;
+	if (luaws_inbox_cut_over(&c->inbox, (size_t)rx->read_limit) ||
+	    (luaws_inbox_partial_type(&c->inbox) && rx->msg_len > (uint64_t)rx->read_limit))
+		luaws_conn_fail_read_limit(c);
+	return 0;
+}
+
+static const luaL_Reg receiver_methods[] = {
+	{"_control", l_control},
+	{"_handlers", l_handlers},
+	{"_read_limit", l_read_limit},
+	{NULL, NULL},
+};
+
+int luaws_receiver_open(lua_State *L)
+{
+	luaws_conn_add_methods(L, receiver_methods);
+	return 0;
+}
