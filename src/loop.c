@@ -38,14 +38,21 @@ int luaws_fail(lua_State *L, const char *msg)
 
 /* Arm w (the userdata at idx) so that luaws_wake delivers it to the scheduler. The room
  * for its wake-up is reserved here, where failing is allowed, so luaws_wake never
- * allocates inside an lws callback. */
+ * allocates inside an lws callback: every armed object and every one already woken
+ * (outside a step: a passed deadline, a close) has a slot until the next step empties
+ * the array. */
 void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 {
+	size_t need, cap;
+	int *p;
 	if (w->ref != LUA_NOREF)
 		return;
-	if (loop->narmed + 1 > loop->cap_woken) {
-		size_t cap = loop->cap_woken ? loop->cap_woken * 2 : 64;
-		int *p = realloc(loop->woken, cap * sizeof(*p));
+	need = loop->narmed + loop->nwoken + 1;
+	if (need > loop->cap_woken) {
+		cap = loop->cap_woken ? loop->cap_woken : 64;
+		while (cap < need)
+			cap *= 2;
+		p = realloc(loop->woken, cap * sizeof(*p));
 		if (!p)
 			luaL_error(L, "luaws: out of memory");
 		loop->woken = p;
