@@ -59,3 +59,75 @@ print("done")
     assert.is_nil(out:find("AddressSanitizer", 1, true), out)
   end)
 end)
+
+-- luaws.Request userdata the registry still holds (C's reference until the handler has
+-- the request).
+local function requests_in_registry()
+  local reg = debug.getregistry()
+  local mt, n = reg["luaws.Request"], 0
+  for _, v in pairs(reg) do
+    if type(v) == "userdata" and getmetatable(v) == mt then n = n + 1 end
+  end
+  return n
+end
+
+-- A raw client: N connections, each sending a request head and `extra` more bytes in one
+-- send, after `go` exists (so that nothing reads them before all have arrived); then
+-- waits until the server has closed each, and prints "closed <count>".
+local flood_client = support.python([[
+import os, socket, sys, time
+port, n, extra, go = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+while not os.path.exists(go):
+    time.sleep(0.01)
+head = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(head + b"x" * extra)
+    socks.append(s)
+open(go + ".sent", "w").close()
+closed, deadline = 0, time.time() + 20
+for s in socks:
+    s.settimeout(max(0.1, deadline - time.time()))
+    try:
+        while s.recv(65536):
+            pass
+        closed += 1
+    except ConnectionResetError:
+        closed += 1
+    except socket.timeout:
+        pass
+    s.close()
+print("closed", closed)
+]])
+
+describe("issue 9: a request refused for its early bytes is released", function()
+  it("300 heads with more than 64 KiB after them, in one read, leave no Request behind", function()
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w)
+      websocket.Sleep(0.2) -- undecided for a while
+      websocket.Error(w, "no", 403)
+    end))
+    finally(function() srv:Close() end)
+    local before = requests_in_registry()
+    local go = os.tmpname()
+    os.remove(go)
+    finally(function() os.remove(go) os.remove(go .. ".sent") end)
+    local child = support.spawn(flood_client .. " " .. srv:Port() .. " 300 " ..
+      (64 * 1024 + 1000) .. " " .. support.shell_quote(go))
+    finally(function() support.stop(child) end)
+    -- the loop does not run while the client connects and sends: each socket's head and
+    -- extra bytes are all there when luaws first reads it
+    io.open(go, "w"):close()
+    local t0 = os.time()
+    while not support.read_file(go .. ".sent") and not support.status(child) and os.time() - t0 < 20 do
+      os.execute("sleep 0.05")
+    end
+    assert.is_truthy(support.read_file(go .. ".sent"), support.output(child))
+    assert.is_truthy(support.wait(child, 30), "the client did not finish")
+    assert.matches("closed 300", support.output(child), 1, true)
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, requests_in_registry())
+  end)
+end)

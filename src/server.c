@@ -25,6 +25,7 @@ typedef struct luaws_request {
 	luaws_loop *loop;
 	struct lws *wsi;
 	int head_done, rx_paused;
+	int registered; /* registry[r] holds the userdata (C's reference, dropped once) */
 	enum request_decision decision;
 	char remote[56];   /* the client's address, from accept */
 	luaws_buf head;    /* the request head as it arrives */
@@ -106,6 +107,7 @@ static int protected_new_request(lua_State *L)
 	lua_setiuservalue(L, -2, 1);
 	/* C holds it until the handler has it: registry[r] = userdata */
 	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+	r->registered = 1;
 	lws_set_opaque_user_data(wsi, r);
 	return 0;
 }
@@ -128,11 +130,14 @@ static int request_adopt(luaws_loop *loop, struct lws *wsi)
 	return 0;
 }
 
+/* Drop C's reference to the request (whichever path comes first: the handler got it,
+ * it was answered early, the socket closed). */
 static void release(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	if (r->loop->closing || !L)
+	if (!r->registered || r->loop->closing || !L)
 		return;
+	r->registered = 0;
 	lua_pushnil(L);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
 }
@@ -209,8 +214,7 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 	case LWS_CALLBACK_RAW_CLOSE:
 		r->wsi = NULL;
 		lws_set_opaque_user_data(wsi, NULL);
-		if (!r->head_done)
-			release(r);
+		release(r);
 		return 0;
 	default:
 		return 0;
