@@ -131,3 +131,39 @@ describe("issue 9: a request refused for its early bytes is released", function(
     assert.are.equal(before, requests_in_registry())
   end)
 end)
+
+describe("issue 9: a socket whose Request could not be created is closed cleanly", function()
+  it("connecting while the next Request fails (injected out-of-memory) leaves the server healthy", function()
+    local status, out = run_lua([[
+local websocket = require "luaws"
+local core = require "luaws.core"
+local upgrader = websocket.Upgrader()
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = assert(upgrader:Upgrade(w, r))
+  local mt, data = c:ReadMessage()
+  if data then c:WriteMessage(mt, data) end
+  c:Close()
+end))
+local url = "ws://127.0.0.1:" .. srv:Port() .. "/"
+local d = websocket.Dialer{ HandshakeTimeout = 5 }
+core._inject_fault("request")
+local c, _, err = d:Dial(url)
+print("refused", c == nil, tostring(err))
+collectgarbage()
+for i = 1, 3 do
+  c = assert(d:Dial(url))
+  assert(c:WriteMessage(websocket.TextMessage, "hello " .. i))
+  local _, data = c:ReadMessage()
+  print("echo", data)
+  c:Close()
+end
+srv:Close()
+print("done")
+]])
+    assert.are.equal(0, status, out)
+    assert.matches("refused\ttrue", out, 1, true)
+    assert.matches("injected fault", out, 1, true)
+    assert.matches("echo\thello 3\ndone", out, 1, true)
+    assert.is_nil(out:find("Sanitizer", 1, true), out)
+  end)
+end)

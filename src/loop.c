@@ -371,7 +371,19 @@ static int l_fork(lua_State *L)
 	return 1;
 }
 
+/* core._inject_fault("request"): a test-only hook. The next Request this loop creates
+ * fails as if out of memory (spec/issue9_defects_spec.lua), so the refusal path runs. */
+static int l_inject_fault(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	static const char *const faults[] = {"request", NULL};
+	luaL_checkoption(L, 1, NULL, faults);
+	loop->fault_request = 1;
+	return 0;
+}
+
 static const luaL_Reg core_functions[] = {
+	{"_inject_fault", l_inject_fault},
 	{"fork", l_fork},
 	{"step", l_step},
 	{"batch", l_batch},

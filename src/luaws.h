@@ -140,6 +140,7 @@ typedef struct luaws_loop {
 	luaws_deferred *deferred;  /* run at the start of the next step */
 	int stepping, closing;
 	unsigned live_conns;
+	unsigned fault_request;   /* test hook (core._inject_fault): fail the next Request */
 } luaws_loop;
 
 /* loop.c */

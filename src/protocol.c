@@ -60,6 +60,8 @@ int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 				luaws_orphan_closed((struct luaws_orphan *)kind);
 			return 0;
 		}
+		if (*kind == LUAWS_KIND_LISTENER) /* adopted, never made a request */
+			return reason == LWS_CALLBACK_RAW_CLOSE ? 0 : -1;
 		if (*kind == LUAWS_KIND_REQUEST)
 			return luaws_server_event(wsi, reason, in, len);
 		if (*kind != LUAWS_KIND_CONN)

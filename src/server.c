@@ -96,7 +96,12 @@ static int protected_new_request(lua_State *L)
 	luaws_loop *loop = lua_touserdata(L, 1);
 	struct lws *wsi = lua_touserdata(L, 2);
 	luaws_listener *l = lua_touserdata(L, 3);
-	luaws_request *r = lua_newuserdatauv(L, sizeof(*r), 1);
+	luaws_request *r;
+	if (loop->fault_request) {
+		loop->fault_request = 0;
+		return luaL_error(L, "luaws: out of memory (injected fault)");
+	}
+	r = lua_newuserdatauv(L, sizeof(*r), 1);
 	memset(r, 0, sizeof(*r));
 	r->kind = LUAWS_KIND_REQUEST;
 	r->loop = loop;
@@ -112,19 +117,25 @@ static int protected_new_request(lua_State *L)
 	return 0;
 }
 
-/* A client connected: a request object starts collecting its head. */
+/* A client connected: a request object starts collecting its head. Until it exists the
+ * wsi's opaque data is the listener (lws's adopt copies it); a refused socket must not
+ * carry that pointer into its close event. */
 static int request_adopt(luaws_loop *loop, struct lws *wsi)
 {
 	lua_State *L = loop->L;
 	luaws_listener *l = lws_get_opaque_user_data(wsi);
-	if (loop->closing || !L || !l || l->kind != LUAWS_KIND_LISTENER || l->closing)
+	if (loop->closing || !L || !l || l->kind != LUAWS_KIND_LISTENER || l->closing) {
+		lws_set_opaque_user_data(wsi, NULL);
 		return -1;
+	}
 	lua_pushcfunction(L, protected_new_request);
 	lua_pushlightuserdata(L, loop);
 	lua_pushlightuserdata(L, wsi);
 	lua_pushlightuserdata(L, l);
-	if (luaws_pcall(L, 3, 0) != LUA_OK)
+	if (luaws_pcall(L, 3, 0) != LUA_OK) {
+		lws_set_opaque_user_data(wsi, NULL);
 		return -1;
+	}
 	if (l->handshake_timeout > 0)
 		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, l->handshake_timeout);
 	return 0;
