@@ -323,7 +323,7 @@ static int l_dial(lua_State *L)
 	luaws_loop *loop = luaws_loop_get(L);
 	luaL_checkstring(L, 1);
 	lua_Integer port = luaL_checkinteger(L, 2);
-	double timeout = luaL_optnumber(L, 8, 0);
+	double timeout = luaws_opt_seconds(L, 8, 0);
 	struct addrinfo hints;
 	luaws_conn *c;
 	luaws_dial *d;
@@ -356,13 +356,14 @@ static int l_dial(lua_State *L)
 	d->subprotocols = dup_opt(L, 6);
 	luaws_headers_store(L, 7, &d->request_headers);
 
-	if (timeout > 0) {
+	/* 0 or less: no timeout; math.huge: none either */
+	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {
 		d->timer = malloc(sizeof(*d->timer));
 		if (!d->timer)
 			return luaL_error(L, "luaws: out of memory");
 		uv_timer_init(&loop->uv, d->timer);
 		d->timer->data = d;
-		uv_timer_start(d->timer, dial_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+		uv_timer_start(d->timer, dial_timeout, luaws_ms(timeout), 0);
 	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

@@ -199,16 +199,17 @@ static void step_timeout(uv_timer_t *t)
 }
 
 /* core.step(timeout, ready) -> n: run the loop once, waiting at most timeout seconds
- * (nil or negative: until something happens), then store the woken objects in
- * ready[1..n]. */
+ * (nil, negative or math.huge: until something happens), then store the woken objects
+ * in ready[1..n]. */
 static int l_step(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
-	double timeout = luaL_optnumber(L, 1, -1);
+	double timeout = luaws_opt_seconds(L, 1, -1);
+	uint64_t timeout_ms = luaws_ms(timeout);
 	uv_run_mode mode = UV_RUN_ONCE;
 	lua_State *outer = loop->L;
 	size_t i, n;
-	int batching;
+	int batching, timed = 0;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
 	if (loop->stepping)
@@ -220,8 +221,10 @@ static int l_step(lua_State *L)
 	}
 	if (loop->nwoken || timeout == 0)
 		mode = UV_RUN_NOWAIT;
-	else if (timeout > 0)
-		uv_timer_start(&loop->step_timer, step_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+	else if (timeout > 0 && timeout_ms != LUAWS_NEVER) {
+		uv_timer_start(&loop->step_timer, step_timeout, timeout_ms, 0);
+		timed = 1;
+	}
 
 	/* what the coroutines wrote goes out before the loop may sleep; inside lws's
 	 * callbacks frames are written at once */
@@ -236,7 +239,7 @@ static int l_step(lua_State *L)
 	if (loop->deferred) /* collections during the callbacks */
 		run_deferred(loop);
 	luaws_batch_set(loop, batching);
-	if (timeout > 0)
+	if (timed)
 		uv_timer_stop(&loop->step_timer);
 
 	n = loop->nwoken;

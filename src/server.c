@@ -12,6 +12,8 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 
 #include "luaws.h"
 
@@ -424,7 +426,7 @@ static int l_listen(lua_State *L)
 	luaws_loop *loop = luaws_loop_get(L);
 	const char *ip = luaL_optstring(L, 1, NULL);
 	lua_Integer port = luaL_checkinteger(L, 2);
-	double hs_timeout = luaL_optnumber(L, 4, 10);
+	double hs_timeout = luaws_opt_seconds(L, 4, 10);
 	int reuseport = lua_toboolean(L, 5), one = 1, zero = 0, fd;
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -469,7 +471,9 @@ static int l_listen(lua_State *L)
 	l->kind = LUAWS_KIND_LISTENER;
 	l->loop = loop;
 	l->fd = fd;
-	l->handshake_timeout = hs_timeout > 0 ? (hs_timeout < 1 ? 1 : (int)(hs_timeout + 0.5)) : 0;
+	/* whole seconds for lws_set_timeout (rounded up); 0 or less, or beyond what its int
+	 * holds (math.huge), is no timeout */
+	l->handshake_timeout = hs_timeout > 0 && hs_timeout < INT_MAX ? (int)ceil(hs_timeout) : 0;
 	uv_poll_init_socket(&loop->uv, &l->poll, fd);
 	uv_timer_init(&loop->uv, &l->backoff);
 	l->poll.data = l->backoff.data = l;

@@ -46,18 +46,21 @@ static int l_timer(lua_State *L)
 	return 1;
 }
 
-/* timer:_start(seconds [, repeat_seconds]) */
+/* timer:_start(seconds [, repeat_seconds]): a time too far away (math.huge) never
+ * comes: such a timer is not started, and such an interval does not repeat. */
 static int l_start(lua_State *L)
 {
 	luaws_timer *t = check_timer(L);
-	double after = luaL_checknumber(L, 2), every = luaL_optnumber(L, 3, 0);
-	if (after < 0)
-		after = 0;
+	double after = luaws_check_seconds(L, 2), every = luaws_opt_seconds(L, 3, 0);
+	uint64_t after_ms = luaws_ms(after), every_ms = luaws_ms(every);
 	if (every < 0)
 		return luaL_argerror(L, 3, "negative interval");
 	t->fired = 0;
-	uv_timer_start(t->handle, on_timer, (uint64_t)(after * 1000 + 0.5),
-		       (uint64_t)(every * 1000 + 0.5));
+	if (after_ms == LUAWS_NEVER) {
+		uv_timer_stop(t->handle);
+		return 0;
+	}
+	uv_timer_start(t->handle, on_timer, after_ms, every_ms == LUAWS_NEVER ? 0 : every_ms);
 	return 0;
 }
 

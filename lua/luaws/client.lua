@@ -101,8 +101,12 @@ function Dialer:Dial(url, request_header)
     if v:find("[\r\n]") then error("bad argument #2 to 'Dial' (invalid header " .. name .. ")", 2) end
   end
 
+  local timeout = self.HandshakeTimeout or 0
+  if type(timeout) ~= "number" or timeout ~= timeout then
+    error("Dial: the Dialer's HandshakeTimeout must be a number of seconds (not NaN)", 2)
+  end
   local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
-    self.HandshakeTimeout or 0)
+    timeout)
   while c:_state() == "connecting" do sched.wait(c) end
   local status, resp_headers, timed_out = c:_dial_result()
   local resp

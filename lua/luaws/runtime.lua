@@ -212,17 +212,26 @@ function M.Select(...)
   return token.case, token.value, token.ok
 end
 
--- Sleep(seconds)
+-- A number of seconds, or a Lua error in the caller's caller (NaN is no time).
+local function check_seconds(seconds, fname)
+  if type(seconds) ~= "number" then
+    error("bad argument #1 to '" .. fname .. "' (number expected)", 3)
+  elseif seconds ~= seconds then
+    error("bad argument #1 to '" .. fname .. "' (number of seconds expected, got NaN)", 3)
+  end
+end
+
+-- Sleep(seconds): seconds <= 0 only yields to the loop; math.huge never returns.
 function M.Sleep(seconds)
-  if type(seconds) ~= "number" then error("bad argument #1 to 'Sleep' (number expected)", 2) end
+  check_seconds(seconds, "Sleep")
   local t = core.timer()
   t:_start(seconds)
   while t:_take() == 0 do sched.wait(t) end
 end
 
--- After(seconds) -> channel that receives the time once.
+-- After(seconds) -> channel that receives the time once (never for math.huge).
 function M.After(seconds)
-  if type(seconds) ~= "number" then error("bad argument #1 to 'After' (number expected)", 2) end
+  check_seconds(seconds, "After")
   local ch = M.Chan(1)
   sched.go(function()
     M.Sleep(seconds)
@@ -238,7 +247,7 @@ Ticker.__index = Ticker
 Ticker.__name = "luaws.Ticker"
 
 function M.NewTicker(seconds)
-  if type(seconds) ~= "number" or seconds <= 0 then
+  if type(seconds) ~= "number" or not (seconds > 0) then -- NaN too
     error("bad argument #1 to 'NewTicker' (positive number expected)", 2)
   end
   local t = core.timer()

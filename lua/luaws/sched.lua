@@ -88,6 +88,10 @@ function sched.set_exit_hook(co, hook) on_exit[co] = hook end
 -- While coroutines run, small frames they write are batched, and sent when the step
 -- ends (or before the loop polls): one send per connection for all it wrote.
 function sched.step(timeout, done)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
+    error("bad argument #1 to 'Step' (number of seconds or nil expected, got " ..
+      (timeout ~= timeout and "NaN" or type(timeout)) .. ")", 2)
+  end
   core.batch(true)
   run_ready()
   if done and done() then core.batch(false) return end
