@@ -362,3 +362,141 @@ describe("issue 9: math.huge, -math.huge and NaN as connection deadlines #lead",
     assert.has_error(function() c:SetWriteDeadline(nan) end)
   end)
 end)
+
+-- Issue 9 #8: loading luaws used to set the process's soft limit on open files to 16384
+-- (raising a lower one, lowering a higher one) and lws's log level, once per Lua state.
+describe("issue 9: the open-files limit is the program's", function()
+  -- Child code: prints "<stage> <soft> <hard>" from /proc/self/limits.
+  local limits = [[
+local function limits(stage)
+  for line in io.lines("/proc/self/limits") do
+    local soft, hard = line:match("^Max open files%s+(%S+)%s+(%S+)")
+    if soft then print(stage, soft, hard) end
+  end
+end
+]]
+  local function stages(out)
+    local t = {}
+    for stage, soft, hard in out:gmatch("(%S+)\t(%S+)\t(%S+)\n") do
+      t[stage] = { soft = tonumber(soft), hard = tonumber(hard) }
+    end
+    return t
+  end
+  -- require, Listen and one connection (the lws context exists then)
+  local serve = limits .. [[
+limits("before")
+local websocket = require "luaws"
+limits("required")
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = assert(websocket.Upgrader():Upgrade(w, r))
+  c:ReadMessage()
+  c:Close()
+end))
+local c = assert(websocket.DefaultDialer:Dial("ws://127.0.0.1:" .. srv:Port() .. "/"))
+c:Close()
+limits("listening")
+]]
+
+  it("a soft limit below 16384 stays as it is", function()
+    local status, out = run_lua(serve, 20, "ulimit -Sn 256")
+    assert.are.equal(0, status, out)
+    local s = stages(out)
+    assert.are.equal(256, s.before.soft, out)
+    assert.are.equal(256, s.required.soft, out)
+    assert.are.equal(256, s.listening.soft, out)
+  end)
+
+  it("a soft limit above 16384 (the hard limit here) is never lowered", function()
+    local status, out = run_lua(serve, 20, "ulimit -Sn $(ulimit -Hn)")
+    assert.are.equal(0, status, out)
+    local s = stages(out)
+    assert.is_true(s.before.soft > 16384, "this machine's hard limit is too low for the test:\n" .. out)
+    assert.are.equal(s.before.soft, s.required.soft, out)
+    assert.are.equal(s.before.soft, s.listening.soft, out)
+  end)
+
+  it("websocket.SetMaxOpenFiles(n) raises the soft limit (within the hard one), never lowers it", function()
+    local status, out = run_lua(limits .. [[
+local websocket = require "luaws"
+print("raise", websocket.SetMaxOpenFiles(3000))
+limits("raised")
+print("lower", websocket.SetMaxOpenFiles(100))
+limits("kept")
+print("beyond", websocket.SetMaxOpenFiles(10000000))
+limits("hard")
+print("bad", pcall(websocket.SetMaxOpenFiles, 10))
+local srv = assert(websocket.Listen("127.0.0.1:0", function() end))
+print("late", pcall(websocket.SetMaxOpenFiles, 5000))
+]], 20, "ulimit -Sn 256")
+    assert.are.equal(0, status, out)
+    local s = stages(out)
+    assert.matches("raise\t3000\t3000\n", out, 1, true)
+    assert.are.equal(3000, s.raised.soft, out)
+    assert.matches("lower\t3000\t100\n", out, 1, true)
+    assert.are.equal(3000, s.kept.soft, out)
+    assert.are.equal(s.hard.hard, s.hard.soft, out)
+    assert.matches("bad\tfalse\t[^\n]*SetMaxOpenFiles", out)
+    assert.matches("late\tfalse\t[^\n]*before the first Listen or Dial", out)
+  end)
+
+  it("a descriptor beyond libwebsockets' table is refused cleanly, and accepting resumes", function()
+    -- a table of 64 slots, a soft limit of 1024: the server's sockets come after 80 open
+    -- files, so they are beyond the table until the files are closed
+    local status, out = run_lua([[
+local websocket = require "luaws"
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = assert(websocket.Upgrader():Upgrade(w, r))
+  local mt, data = c:ReadMessage()
+  if data then c:WriteMessage(mt, data) end
+  c:Close()
+end))
+local port = srv:Port()
+local files = {}
+for i = 1, 80 do files[i] = assert(io.open("/dev/null")) end
+-- a client outside this loop: connects, and finds the connection closed
+local p = io.popen("python3 -c 'import socket,sys; s=socket.create_connection((\"127.0.0.1\"," ..
+  port .. ")); s.settimeout(5); print(\"peer got\", repr(s.recv(10)))' 2>&1 &")
+websocket.Sleep(1)
+for i = 1, 80 do files[i]:close() end
+files = nil
+collectgarbage()
+websocket.Sleep(0.3)
+local c, _, err = websocket.DefaultDialer:Dial("ws://127.0.0.1:" .. port .. "/")
+assert(c, tostring(err))
+c:WriteMessage(websocket.TextMessage, "after")
+local _, data = c:ReadMessage()
+print("echo", data)
+c:Close()
+print(p:read("a"))
+p:close()
+]], 20, "ulimit -Sn 1024; export LUAWS_MAX_FDS=64")
+    assert.are.equal(0, status, out)
+    assert.matches("beyond libwebsockets' table of 64", out, 1, true)
+    assert.matches("peer got b''", out, 1, true)
+    assert.matches("echo\tafter", out, 1, true)
+    assert.is_nil(out:find("too high", 1, true), out)
+    local _, n = out:gsub("beyond libwebsockets' table", "")
+    assert.are.equal(1, n, out)
+  end)
+
+  it("websocket.SetLibwebsocketsLogLevel is kept; luaws's default keeps lws quiet", function()
+    local status, out = run_lua([[
+local websocket = require "luaws"
+websocket.SetLibwebsocketsLogLevel(1 | 2 | 4)
+local srv = assert(websocket.Listen("127.0.0.1:0", function() end))
+srv:Close()
+print("bad", pcall(websocket.SetLibwebsocketsLogLevel, "all"))
+]])
+    assert.are.equal(0, status, out)
+    assert.matches("N: LWS: ", out, 1, true) -- lws's notices at context creation
+    assert.matches("bad\tfalse\t[^\n]*SetLibwebsocketsLogLevel", out)
+    status, out = run_lua([[
+local websocket = require "luaws"
+local srv = assert(websocket.Listen("127.0.0.1:0", function() end))
+srv:Close()
+print("quiet")
+]])
+    assert.are.equal(0, status, out)
+    assert.are.equal("quiet\n", out)
+  end)
+end)

@@ -12,7 +12,6 @@
 #include <unistd.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include "luaws.h"
 
@@ -177,7 +176,7 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	/* the one receive buffer of the loop: a 64 KiB message and its header arrive in
 	 * one read instead of two (measured: 64 KiB echo 365 -> ~900 MB/s) */
 	info.pt_serv_buf_size = 256 * 1024;
-	loop->ctx = lws_create_context(&info);
+	loop->ctx = luaws_create_context(loop, &info);
 	if (!loop->ctx)
 		return luaL_error(L, "luaws: cannot create the libwebsockets context "
 				     "(is libwebsockets-evlib-uv installed?)");
@@ -399,37 +398,6 @@ static const luaL_Reg core_functions[] = {
 	{NULL, NULL},
 };
 
-/* A server holds a descriptor per connection, so luaws sets the soft limit on open
- * files to FD_LIMIT (or $LUAWS_MAX_FDS), within the hard limit: raised as Go (1.19+)
- * does at start-up, and lowered when it is higher. lws 4.1 sizes a table by the limit
- * and, in Debian's build (_DEBUG on), scans all of it each time it closes a socket
- * (close.c, sanity_assert_no_sockfd_traces in unix-fds.c): with a container's usual
- * limit of 1048576 that is 8 MB of reading per closed connection, and even at 20000 it
- * was the largest user-space cost of a handshake. Keeping the process limit equal to
- * lws's table also makes running out of descriptors an accept error (logged, retried)
- * instead of lws refusing a socket. */
-#define FD_LIMIT 16384
-static void set_fd_limit(void)
-{
-	struct rlimit rl;
-	const char *env = getenv("LUAWS_MAX_FDS");
-	rlim_t want = FD_LIMIT;
-	if (env && *env) {
-		char *end;
-		unsigned long long n = strtoull(env, &end, 10);
-		if (!*end && n >= 64)
-			want = (rlim_t)n;
-	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
-	if (want > rl.rlim_max)
-		want = rl.rlim_max;
-	if (rl.rlim_cur != want) {
-		rl.rlim_cur = want;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 int luaws_loop_open(lua_State *L)
 {
 	luaws_loop *loop;
@@ -453,8 +421,6 @@ int luaws_loop_open(lua_State *L)
 		lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
 	}
 	lua_pop(L, 1);
-	set_fd_limit();
-	lws_set_log_level(LLL_ERR, NULL);
 	luaL_setfuncs(L, core_functions, 0);
 	return 0;
 }

@@ -141,6 +141,8 @@ typedef struct luaws_loop {
 	int stepping, closing;
 	unsigned live_conns;
 	unsigned fault_request;   /* test hook (core._inject_fault): fail the next Request */
+	int max_fds;              /* slots in lws's descriptor table (0: no context yet) */
+	int fd_table_cap;         /* the program's SetMaxOpenFiles (0: the default) */
 } luaws_loop;
 
 /* loop.c */
@@ -154,6 +156,11 @@ void luaws_defer(luaws_loop *loop, luaws_deferred *d);
 int luaws_pcall(lua_State *L, int nargs, int nresults);
 int luaws_fail(lua_State *L, const char *msg);
 int luaws_loop_open(lua_State *L);
+
+/* limits.c: lws's descriptor table, the open-files limit, lws's log level */
+struct lws_context *luaws_create_context(luaws_loop *loop,
+					 struct lws_context_creation_info *info);
+int luaws_limits_open(lua_State *L);
 
 /* protocol.c: the one lws protocol (raw sockets) and its callback */
 extern const struct lws_protocols luaws_protocols[2];

@@ -45,6 +45,7 @@ typedef struct luaws_listener {
 	uv_poll_t poll;
 	uv_timer_t backoff;
 	int fd, closing, open_handles;
+	int told_fd_table;     /* the "beyond lws's table" message was logged */
 	int handshake_timeout; /* seconds a client has to send its request head */
 	char accepted_from[56]; /* peer of the socket being adopted, for its request */
 } luaws_listener;
@@ -352,8 +353,9 @@ static int request_tostring(lua_State *L)
 }
 
 /* Accept what is waiting (a bounded batch per wake-up, for fairness) and hand each
- * socket to lws as a raw socket. When out of descriptors, log it and pause accepting
- * briefly instead of spinning on the listen socket. */
+ * socket to lws as a raw socket. When out of descriptors, or given one beyond lws's
+ * table (limits.c), log it and pause accepting briefly instead of spinning on the
+ * listen socket. */
 static void on_listen_ready(uv_poll_t *h, int status, int events)
 {
 	luaws_listener *l = h->data;
@@ -374,6 +376,18 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 				break;
 			fprintf(stderr, "luaws: accept: %s; accepting again in %d ms\n",
 				strerror(errno), ACCEPT_BACKOFF_MS);
+			uv_poll_stop(&l->poll);
+			uv_timer_start(&l->backoff, on_backoff_done, ACCEPT_BACKOFF_MS, 0);
+			break;
+		}
+		if (fd >= l->loop->max_fds) {
+			/* lws would refuse it ("Socket fd too high"): the table is full */
+			close(fd);
+			if (!l->told_fd_table)
+				fprintf(stderr, "luaws: descriptor %d is beyond libwebsockets' table "
+					"of %d; refusing connections while it is full (see "
+					"websocket.SetMaxOpenFiles)\n", fd, l->loop->max_fds);
+			l->told_fd_table = 1;
 			uv_poll_stop(&l->poll);
 			uv_timer_start(&l->backoff, on_backoff_done, ACCEPT_BACKOFF_MS, 0);
 			break;

@@ -84,6 +84,27 @@ function websocket.FormatTime(t)
     os.date(" %z %Z", sec)
 end
 
+-- SetMaxOpenFiles(n) -> soft limit, table size | nil, err: raise the process's soft
+-- limit on open files to n (within the hard limit, never lowered; Go raises it at start)
+-- and size libwebsockets' descriptor table at n. Before the first Listen or Dial.
+function websocket.SetMaxOpenFiles(n)
+  if math.type(n) ~= "integer" or n < 64 or n > 10000000 then
+    error("bad argument #1 to 'SetMaxOpenFiles' (integer from 64 to 10000000 expected)", 2)
+  end
+  local soft, size = core.set_max_open_files(n)
+  if not soft then return nil, errors.new("setrlimit: " .. tostring(size)) end
+  return soft, size
+end
+
+-- SetLibwebsocketsLogLevel(mask): libwebsockets' log level (process-wide); once called,
+-- luaws leaves it alone.
+function websocket.SetLibwebsocketsLogLevel(mask)
+  if math.type(mask) ~= "integer" or mask < 0 or mask >= 4096 then
+    error("bad argument #1 to 'SetLibwebsocketsLogLevel' (log level bits expected)", 2)
+  end
+  core.set_lws_log_level(mask)
+end
+
 websocket.log = require "luaws.log"
 websocket.flag = require "luaws.flag"
 
