@@ -13,7 +13,6 @@
  * table (server.c).
  */
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
