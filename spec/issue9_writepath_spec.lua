@@ -232,29 +232,43 @@ describe("write path:", function()
       if u < 0.995 then return math.floor(65536 * 8 ^ v) end
       return math.min(4 * MiB, math.floor(512 * 1024 * 8 ^ v))
     end
+    -- What writer w of connection cid sends: {size, pause after it} per message (the
+    -- peer does not need this: the messages describe themselves).
+    local function plan(cid, w)
+      local rnd, out = prng(SEED * 1000003 + cid * 16 + w), {}
+      for s = 0, NMSGS - 1 do
+        local n = size(rnd(), rnd())
+        if cid == 1 and w == 1 and s == 3 then n = 4 * MiB end -- the top of the range, once
+        out[s] = { n, rnd() < 0.3 and rnd() * 0.004 or 0 }
+      end
+      return out
+    end
+    local planned = 0
+    for cid = 0, NCONNS - 1 do
+      for w = 0, NWRITERS - 1 do
+        for _, m in pairs(plan(cid, w)) do planned = planned + m[1] end
+      end
+    end
 
-    local conns, planned = {}, 0
+    local conns = {}
     local srv, port = server(function(c, r)
-      local cid = tonumber(r.URL.Path:match("^/s/(%d+)$"))
-      if not cid then return c:Close() end
-      local st = { ok = {}, err = {}, writers_done = 0, fails = cid % FAIL_EVERY == FAIL_EVERY - 1 }
+      local cid = assert(tonumber(r.URL.Path:match("^/s/(%d+)$")), r.URL.Path)
+      local st = { ok = {}, err = {}, writers_done = 0 }
       conns[cid] = st
       for w = 0, NWRITERS - 1 do
         st.ok[w] = 0
         websocket.Go(function()
-          local rnd = prng(SEED * 1000003 + cid * 16 + w)
+          local msgs = plan(cid, w)
           for s = 0, NMSGS - 1 do
-            local n = size(rnd(), rnd())
-            if cid == 1 and w == 1 and s == 3 then n = 4 * MiB end -- the top of the range, once
             local data = string.pack(">I2BBI4", cid, w, s == NMSGS - 1 and 1 or 0, s) ..
-              fill(cid, w, s, n - 8)
+              fill(cid, w, s, msgs[s][1] - 8)
             local ok, err = c:WriteMessage(BINARY, data)
             if not ok then
               st.err[w] = err
               break
             end
             st.ok[w] = st.ok[w] + 1
-            if rnd() < 0.3 then websocket.Sleep(rnd() * 0.004) end
+            if msgs[s][2] > 0 then websocket.Sleep(msgs[s][2]) end
           end
           st.writers_done = st.writers_done + 1
         end)
@@ -270,19 +284,6 @@ describe("write path:", function()
       st.done = true
     end)
     finally(function() srv:Close() end)
-    do -- what the writers will send (the peer does not need it: messages describe themselves)
-      for cid = 0, NCONNS - 1 do
-        for w = 0, NWRITERS - 1 do
-          local rnd = prng(SEED * 1000003 + cid * 16 + w)
-          for s = 0, NMSGS - 1 do
-            local n = size(rnd(), rnd())
-            if cid == 1 and w == 1 and s == 3 then n = 4 * MiB end
-            planned = planned + n
-            if rnd() < 0.3 then rnd() end
-          end
-        end
-      end
-    end
 
     local t0 = websocket.Now()
     local child = support.spawn(("%s %s stress %d %d %d %d %d"):format(PYTHON, q(SLOW_READER), port,
