@@ -52,7 +52,8 @@ local function problem(what, spec, k, v)
   local want, ok = kinds[kind][1], kinds[kind][2]
   if ok(v) then return nil end
   if not want then return what .. ": " .. k .. " is not implemented yet" end
-  return ("%s: %s must be %s (got %s)"):format(what, k, want, type(v))
+  local got = v ~= v and "NaN" or type(v)
+  return ("%s: %s must be %s (got %s)"):format(what, k, want, got)
 end
 
 -- check(what, spec, opts, level): raise (at `level`, as for error) on the first bad field.
