@@ -7,7 +7,9 @@ local runtime = require "luaws.runtime"
 local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
-local server = require "luaws.server"
+local http = require "luaws.http"
+local listener = require "luaws.listener"
+local upgrader = require "luaws.upgrader"
 local client = require "luaws.client"
 
 local websocket = {
@@ -36,17 +38,17 @@ local websocket = {
   NewPreparedMessage = conn.NewPreparedMessage,
 
   -- server (net/http + Upgrader)
-  Upgrader = server.Upgrader,
-  HandleFunc = server.HandleFunc,
-  NewServeMux = server.NewServeMux,
-  DefaultServeMux = server.DefaultServeMux,
-  Listen = server.Listen,
-  ListenAndServe = server.ListenAndServe,
-  Error = server.Error,
-  StatusText = server.StatusText,
-  IsWebSocketUpgrade = server.IsWebSocketUpgrade,
-  Subprotocols = server.Subprotocols,
-  CheckSameOrigin = server.CheckSameOrigin,
+  Upgrader = upgrader.Upgrader,
+  HandleFunc = http.HandleFunc,
+  NewServeMux = http.NewServeMux,
+  DefaultServeMux = http.DefaultServeMux,
+  Listen = listener.Listen,
+  ListenAndServe = listener.ListenAndServe,
+  Error = http.Error,
+  StatusText = http.StatusText,
+  IsWebSocketUpgrade = upgrader.IsWebSocketUpgrade,
+  Subprotocols = upgrader.Subprotocols,
+  CheckSameOrigin = upgrader.CheckSameOrigin,
   Header = header.new,
 
   -- client

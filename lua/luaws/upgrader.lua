@@ -1,0 +1,136 @@
+-- gorilla's server-side handshake: the Upgrader and its Upgrade, which checks a
+-- request and answers it with 101 (through http.lua's switch_protocols) or with an
+-- error; also IsWebSocketUpgrade, Subprotocols and CheckSameOrigin.
+local errors = require "luaws.errors"
+local header = require "luaws.header"
+local conn = require "luaws.conn"
+local options = require "luaws.options"
+local http = require "luaws.http"
+
+local M = {}
+
+-- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
+-- WriteBufferSize=, Error=}
+local Upgrader = { __name = "luaws.Upgrader" }
+Upgrader.__index = Upgrader
+
+-- gorilla's Upgrader fields; see options.lua
+local upgrader_fields = {
+  CheckOrigin = "function", Subprotocols = "strings", Error = "function",
+  WriteBufferSize = "bytes",
+  HandshakeTimeout = "seconds", ReadBufferSize = "bytes", -- accepted and ignored (README)
+  EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+}
+
+function M.Upgrader(opts)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #1 to 'Upgrader' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    options.check("Upgrader", upgrader_fields, opts, 2)
+  end
+  return options.new(Upgrader, upgrader_fields, opts)
+end
+
+-- gorilla's default: no Origin header, or its host equals the request's Host.
+local function same_origin(r)
+  local origin = header.get(r.Header, "origin")
+  if origin == nil then return true end
+  local host = origin:match("^%a[%w+.-]*://([^/?#]*)")
+  if not host then return false end
+  host = host:gsub("^.*@", "")
+  return host:lower() == (r.Host or ""):lower()
+end
+M.CheckSameOrigin = same_origin
+
+-- Subprotocols(r) -> the list the client offered
+function M.Subprotocols(r) return header.tokens(r.Header, "Sec-WebSocket-Protocol") end
+
+-- IsWebSocketUpgrade(r) -> true when r asks for a WebSocket upgrade
+function M.IsWebSocketUpgrade(r)
+  return header.has_token(r.Header, "connection", "upgrade") and
+    header.has_token(r.Header, "upgrade", "websocket")
+end
+
+function Upgrader:returnError(w, r, status, reason)
+  local err = errors.HandshakeError(reason, status)
+  w:Header():Set("Sec-Websocket-Version", "13")
+  if self.Error then
+    self.Error(w, r, status, err)
+    http.finish(w)
+  else
+    http.Error(w, http.StatusText(status), status)
+  end
+  return nil, err
+end
+
+local function select_subprotocol(u, r, response_header)
+  if u.Subprotocols and #u.Subprotocols > 0 then
+    local offered = M.Subprotocols(r)
+    for _, want in ipairs(u.Subprotocols) do
+      for _, got in ipairs(offered) do
+        if want == got then return want end
+      end
+    end
+    return nil
+  elseif response_header then
+    local h = header.new(response_header)
+    return h:Get("Sec-Websocket-Protocol")
+  end
+  return nil
+end
+
+-- u:Upgrade(w, r [, responseHeader]) -> conn | nil, err
+function Upgrader:Upgrade(w, r, response_header)
+  if not options.is(self, Upgrader) then
+    error("bad self to 'Upgrade' (luaws.Upgrader expected; call it as u:Upgrade(w, r))", 2)
+  end
+  http.check_writer(w, "Upgrade")
+  if type(r) ~= "table" or not r.Header then
+    error("bad argument #2 to 'Upgrade' (request expected)", 2)
+  end
+  if response_header ~= nil and type(response_header) ~= "table" then
+    error("bad argument #3 to 'Upgrade' (header table expected)", 2)
+  end
+  local bad = "the client is not using the websocket protocol: "
+  if not header.has_token(r.Header, "connection", "upgrade") then
+    return self:returnError(w, r, 400, bad .. "'upgrade' token not found in 'Connection' header")
+  end
+  if not header.has_token(r.Header, "upgrade", "websocket") then
+    return self:returnError(w, r, 400, bad .. "'websocket' token not found in 'Upgrade' header")
+  end
+  if r.Method ~= "GET" then
+    return self:returnError(w, r, 405, bad .. "request method is not GET")
+  end
+  if not header.has_token(r.Header, "sec-websocket-version", "13") then
+    return self:returnError(w, r, 400,
+      "unsupported version: 13 not found in 'Sec-Websocket-Version' header")
+  end
+  local rh = response_header and header.new(response_header)
+  if rh and rh:Get("Sec-Websocket-Extensions") then
+    return self:returnError(w, r, 500,
+      "application specific 'Sec-WebSocket-Extensions' headers are unsupported")
+  end
+  local check = self.CheckOrigin or same_origin
+  if not check(r) then
+    return self:returnError(w, r, 403, "request origin not allowed by Upgrader.CheckOrigin")
+  end
+  local key = header.get(r.Header, "sec-websocket-key") or ""
+  if key == "" then
+    return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
+  end
+  local sub = select_subprotocol(self, r, response_header)
+  local extra
+  if rh then
+    rh:Del("Sec-Websocket-Protocol")
+    extra = header.flatten(rh)
+  end
+  local c, err = http.switch_protocols(w, key, sub, extra)
+  if not c then
+    return nil, errors.new("websocket: " .. err)
+  end
+  conn.set_write_buffer(c, self.WriteBufferSize)
+  return c
+end
+
+return M
