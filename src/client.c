@@ -383,7 +383,7 @@ static int l_dial(lua_State *L)
  * server never answered), timed_out. Releases the dial record. */
 static int l_dial_result(lua_State *L)
 {
-	luaws_conn *c = luaL_checkudata(L, 1, LUAWS_CONN_MT);
+	luaws_conn *c = luaws_conn_check(L);
 	luaws_dial *d = c->dial;
 	if (!d)
 		return 0;
@@ -399,11 +399,8 @@ static int l_dial_result(lua_State *L)
 
 int luaws_client_open(lua_State *L)
 {
-	luaL_getmetatable(L, LUAWS_CONN_MT);
-	lua_getfield(L, -1, "__index");
-	lua_pushcfunction(L, l_dial_result);
-	lua_setfield(L, -2, "_dial_result");
-	lua_pop(L, 2);
+	static const luaL_Reg dial_methods[] = {{"_dial_result", l_dial_result}, {NULL, NULL}};
+	luaws_conn_add_methods(L, dial_methods);
 	lua_pushcfunction(L, l_dial);
 	lua_setfield(L, -2, "dial");
 	return 0;

@@ -319,6 +319,16 @@ static void close_leftover(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+static const luaL_Reg no_methods[] = {{NULL, NULL}};
+
+static int loop_tostring(lua_State *L)
+{
+	luaws_loop *loop = luaws_check(L, 1, LUAWS_LOOP_MT);
+	lua_pushfstring(L, "luaws.Loop: %p (%s, %d connections)", (void *)loop,
+			loop->closing ? "closed" : "running", (int)loop->live_conns);
+	return 1;
+}
+
 /* Shut down: two lws_context_destroy calls with loop runs between them (lws on a
  * foreign loop), then close whatever handles are left, then the loop. */
 static int loop_gc(lua_State *L)
@@ -413,10 +423,8 @@ int luaws_loop_open(lua_State *L)
 		if (luaws_batch_new(loop))
 			return luaL_error(L, "luaws: out of memory");
 		loop->L = L;
-		luaL_newmetatable(L, LUAWS_LOOP_MT);
-		lua_pushcfunction(L, loop_gc);
-		lua_setfield(L, -2, "__gc");
-		lua_setmetatable(L, -2);
+		luaws_new_type(L, LUAWS_LOOP_MT, no_methods, loop_tostring, loop_gc, NULL);
+		luaL_setmetatable(L, LUAWS_LOOP_MT);
 		lua_pushvalue(L, -1);
 		lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
 	}

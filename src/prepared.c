@@ -53,7 +53,7 @@ const unsigned char *luaws_prepared_frame(lua_State *L, int idx, int *opcode, si
 
 static int l_tostring(lua_State *L)
 {
-	luaws_prepared *pm = luaL_checkudata(L, 1, LUAWS_PREPARED_MT);
+	luaws_prepared *pm = luaws_check(L, 1, LUAWS_PREPARED_MT);
 	lua_pushfstring(L, "luaws.PreparedMessage: %p (type %d, %d bytes)", (void *)pm,
 			pm->opcode, (int)pm->payload_len);
 	return 1;
@@ -61,10 +61,8 @@ static int l_tostring(lua_State *L)
 
 int luaws_prepared_open(lua_State *L)
 {
-	luaL_newmetatable(L, LUAWS_PREPARED_MT);
-	lua_pushcfunction(L, l_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
+	static const luaL_Reg no_methods[] = {{NULL, NULL}};
+	luaws_new_type(L, LUAWS_PREPARED_MT, no_methods, l_tostring, NULL, NULL);
 	lua_pushcfunction(L, l_prepare);
 	lua_setfield(L, -2, "prepare");
 	return 0;

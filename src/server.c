@@ -59,7 +59,7 @@ static void on_backoff_done(uv_timer_t *t);
 
 static luaws_request *check_request(lua_State *L)
 {
-	return luaL_checkudata(L, 1, LUAWS_REQUEST_MT);
+	return luaws_check(L, 1, LUAWS_REQUEST_MT);
 }
 
 /* A whole response (status line, headers, body) in out, after LWS_PRE bytes of
@@ -507,7 +507,7 @@ static int l_listen(lua_State *L)
 
 static luaws_server *check_server(lua_State *L)
 {
-	return luaL_checkudata(L, 1, LUAWS_SERVER_MT);
+	return luaws_check(L, 1, LUAWS_SERVER_MT);
 }
 
 static int server_port(lua_State *L)
@@ -516,7 +516,8 @@ static int server_port(lua_State *L)
 	return 1;
 }
 
-/* server:_close(): stop listening. Established connections stay. Also __gc. */
+/* server:_close(): stop listening. Established connections stay. Also __gc and
+ * __close. */
 static int server_close(lua_State *L)
 {
 	luaws_server *s = check_server(L);
@@ -559,23 +560,9 @@ static const luaL_Reg server_methods[] = {
 
 int luaws_server_open(lua_State *L)
 {
-	luaL_newmetatable(L, LUAWS_REQUEST_MT);
-	luaL_newlib(L, request_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, request_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, request_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
-
-	luaL_newmetatable(L, LUAWS_SERVER_MT);
-	luaL_newlib(L, server_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, server_close);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, server_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
+	luaws_new_type(L, LUAWS_REQUEST_MT, request_methods, request_tostring, request_gc, NULL);
+	luaws_new_type(L, LUAWS_SERVER_MT, server_methods, server_tostring, server_close,
+		       server_close);
 
 	lua_pushcfunction(L, l_listen);
 	lua_setfield(L, -2, "listen");

@@ -63,7 +63,7 @@ static int l_signal(lua_State *L)
 
 static luaws_signal *check_signal(lua_State *L)
 {
-	luaws_signal *s = luaL_checkudata(L, 1, LUAWS_SIGNAL_MT);
+	luaws_signal *s = luaws_check(L, 1, LUAWS_SIGNAL_MT);
 	if (!s->handle)
 		luaL_argerror(L, 1, "signal watcher is closed");
 	return s;
@@ -90,10 +90,17 @@ static void closed(uv_handle_t *h)
 	free(h);
 }
 
-/* sig:_stop(): stop catching; the default action applies again. */
+static int l_tostring(lua_State *L)
+{
+	luaws_signal *s = luaws_check(L, 1, LUAWS_SIGNAL_MT);
+	lua_pushfstring(L, "luaws.Signal: %p (%s)", (void *)s, s->handle ? "catching" : "stopped");
+	return 1;
+}
+
+/* sig:_stop(): stop catching; the default action applies again. Also __gc, __close. */
 static int l_stop(lua_State *L)
 {
-	luaws_signal *s = luaL_checkudata(L, 1, LUAWS_SIGNAL_MT);
+	luaws_signal *s = luaws_check(L, 1, LUAWS_SIGNAL_MT);
 	if (s->handle) {
 		s->handle->data = NULL;
 		uv_close((uv_handle_t *)s->handle, closed);
@@ -111,12 +118,7 @@ static const luaL_Reg signal_methods[] = {
 
 int luaws_signal_open(lua_State *L)
 {
-	luaL_newmetatable(L, LUAWS_SIGNAL_MT);
-	luaL_newlib(L, signal_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, l_stop);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
+	luaws_new_type(L, LUAWS_SIGNAL_MT, signal_methods, l_tostring, l_stop, l_stop);
 	lua_pushcfunction(L, l_signal);
 	lua_setfield(L, -2, "signal");
 	return 0;

@@ -16,7 +16,7 @@ typedef struct luaws_timer {
 
 static luaws_timer *check_timer(lua_State *L)
 {
-	luaws_timer *t = luaL_checkudata(L, 1, LUAWS_TIMER_MT);
+	luaws_timer *t = luaws_check(L, 1, LUAWS_TIMER_MT);
 	if (!t->handle)
 		luaL_argerror(L, 1, "timer is closed");
 	return t;
@@ -100,9 +100,19 @@ static void closed(uv_handle_t *h)
 	free(h);
 }
 
+static int l_tostring(lua_State *L)
+{
+	luaws_timer *t = luaws_check(L, 1, LUAWS_TIMER_MT);
+	lua_pushfstring(L, "luaws.Timer: %p (%s)", (void *)t,
+			!t->handle ? "closed" : uv_is_active((uv_handle_t *)t->handle) ? "running" :
+											 "stopped");
+	return 1;
+}
+
+/* Also __close. */
 static int l_gc(lua_State *L)
 {
-	luaws_timer *t = luaL_checkudata(L, 1, LUAWS_TIMER_MT);
+	luaws_timer *t = luaws_check(L, 1, LUAWS_TIMER_MT);
 	if (t->handle) {
 		t->handle->data = NULL;
 		uv_close((uv_handle_t *)t->handle, closed);
@@ -122,12 +132,7 @@ static const luaL_Reg timer_methods[] = {
 
 int luaws_timer_open(lua_State *L)
 {
-	luaL_newmetatable(L, LUAWS_TIMER_MT);
-	luaL_newlib(L, timer_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, l_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
+	luaws_new_type(L, LUAWS_TIMER_MT, timer_methods, l_tostring, l_gc, l_gc);
 	lua_pushcfunction(L, l_timer);
 	lua_setfield(L, -2, "timer");
 	return 0;

@@ -86,6 +86,10 @@ function Server:Close()
   end
   return true
 end
+Server.__close = Server.Close -- local srv <close> = websocket.Listen(...)
+function Server:__tostring()
+  return ("luaws.HTTPServer: %s (%s)"):format(self:Addr(), live_servers[self] and "listening" or "closed")
+end
 
 -- ListenAndServe(addr [, handler [, opts]]): serve forever; returns nil, err when it
 -- cannot listen. opts.Workers = N forks N-1 more processes (workers.lua); call it

@@ -269,6 +269,10 @@ function Ticker:Stop()
   self.timer:_stop()
   sched.forget(self.timer)
 end
+Ticker.__close = Ticker.Stop -- local t <close> = websocket.NewTicker(1)
+function Ticker:__tostring()
+  return ("luaws.Ticker: %p (%s)"):format(self, self.stopped and "stopped" or "ticking")
+end
 
 -- Notify(ch, signal, ...): deliver the names of these signals ("SIGINT", "SIGTERM"; Go's
 -- os.Interrupt is websocket.Interrupt) to ch without blocking, as signal.Notify does.
