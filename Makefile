@@ -3,6 +3,7 @@
 #   make test             run the busted specs
 #   make test SANITIZE=1  the same under ASan/UBSan (with leak checking)
 #   make soak-asan        the 8 s churn soak under ASan with the leak checker
+#   make stress-asan      the write-path and slow-reader stress specs under ASan/UBSan
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
 LUA_VERSION ?= 5.4
@@ -64,6 +65,11 @@ soak-asan:
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	LUAWS_BUILD=build-sanitize $(LUA) bench/soak.lua 8 --seed 42
 
+# The write-path specs (frames never interleave, 50 slow readers under stress) under
+# ASan/UBSan with the leak checker (CI runs it).
+stress-asan:
+	$(MAKE) test SANITIZE=1 BUSTED_ARGS=spec/issue9_writepath_spec.lua
+
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/luaws $(DESTDIR)$(LUA_SHAREDIR)/luaws
 	install -m 0755 $(CORE) $(DESTDIR)$(LUA_LIBDIR)/luaws/core.so
@@ -72,4 +78,4 @@ install: $(CORE)
 clean:
 	rm -rf build build-sanitize
 
-.PHONY: all test soak-asan install clean
+.PHONY: all test soak-asan stress-asan install clean

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 make
 make soak-asan
+make stress-asan
 make test
