@@ -1,6 +1,7 @@
 # luaws: build the C core (build/luaws/core.so), test, install.
 #   make                  build
-#   make test             run the busted specs
+#   make test             run the busted specs (builds the unit-test module first)
+#   make unit             build/luaws_unit.so: the test-only module of the unit specs
 #   make test SANITIZE=1  the same under ASan/UBSan (with leak checking)
 #   make soak-asan        the 8 s churn soak under ASan with the leak checker
 #   make stress-asan      the write-path and slow-reader stress specs under ASan/UBSan
@@ -43,6 +44,9 @@ SRC = $(wildcard src/*.c)
 OBJ = $(SRC:src/%.c=$(BUILD)/obj/%.o)
 CORE = $(BUILD)/luaws/core.so
 LUA_MODULES = $(wildcard lua/luaws/*.lua)
+# Test only, never installed: bindings over the pure C files (no lws, no libuv calls)
+UNIT = $(BUILD)/luaws_unit.so
+UNIT_OBJ = $(BUILD)/obj/unit/luaws_unit.o $(addprefix $(BUILD)/obj/,frame.o inbox.o utf8.o buf.o)
 
 all: $(CORE)
 
@@ -54,7 +58,17 @@ $(CORE): $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(LIBS)
 
-test: $(CORE)
+$(BUILD)/obj/unit/%.o: spec/unit/%.c src/luaws.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(UNIT): $(UNIT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJ)
+
+unit: $(UNIT)
+
+test: $(CORE) $(UNIT)
 	LUAWS_BUILD=$(BUILD) $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
 # The churn soak, 8 s, under ASan/UBSan with the leak checker (CI runs it).
@@ -78,4 +92,4 @@ install: $(CORE)
 clean:
 	rm -rf build build-sanitize
 
-.PHONY: all test soak-asan stress-asan install clean
+.PHONY: all unit test soak-asan stress-asan install clean
