@@ -128,8 +128,11 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		return frame_error(fp, ev, "connection already failed");
 	while (!fp->in_payload) {
 		size_t need;
-		if (!n)
+		if (!n) {
+			*in = p; /* the header bytes so far are kept in fp->hdr */
+			*len = 0;
 			return 0;
+		}
 		fp->hdr[fp->hdr_have++] = *p++;
 		n--;
 		if (fp->hdr_have < 2)
