@@ -119,11 +119,11 @@ void luaws_inbox_drop_partial(luaws_inbox *in)
 {
 	if (in->partial == LUAWS_NO_PARTIAL)
 		return;
+	/* what a reader took counts only for the dropped message when it was the head */
+	if (in->head == in->partial)
+		in->taken = 0;
 	in->buf.len = in->partial;
-	if (in->head > in->buf.len)
-		in->head = in->buf.len;
 	in->partial = LUAWS_NO_PARTIAL;
-	in->taken = 0;
 	in->discarding = 0;
 }
 
@@ -132,10 +132,11 @@ int luaws_inbox_partial_type(const luaws_inbox *in)
 	return in->partial == LUAWS_NO_PARTIAL ? 0 : in->buf.data[in->partial];
 }
 
-/* Is the message being received at the head (the next one a reader gets)? */
+/* Is the message being received at the head (the next one a reader gets)? One being
+ * discarded is not: a reader must not be offered it again. */
 static int partial_at_head(const luaws_inbox *in)
 {
-	return in->partial != LUAWS_NO_PARTIAL && in->partial == in->head;
+	return in->partial != LUAWS_NO_PARTIAL && in->partial == in->head && !in->discarding;
 }
 
 int luaws_inbox_head_type(const luaws_inbox *in)
