@@ -164,7 +164,6 @@ int luaws_limits_open(lua_State *L);
 
 /* protocol.c: the one lws protocol (raw sockets) and its callback */
 extern const struct lws_protocols luaws_protocols[2];
-void luaws_linger(luaws_loop *loop, struct lws *wsi, int secs);
 int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			    void *in, size_t len);
 
@@ -297,6 +296,7 @@ int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigne
 		 size_t n, int now);
 void luaws_orphan_closed(struct luaws_orphan *o);
 int luaws_send_detached(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n);
+void luaws_detached_writeable(struct lws *wsi);
 int luaws_batch_new(luaws_loop *loop);
 int luaws_batch_set(luaws_loop *loop, int on);
 void luaws_batch_free(luaws_loop *loop);

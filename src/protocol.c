@@ -4,8 +4,6 @@
  * the object that owns the wsi: requests to server.c, client handshakes to client.c,
  * WebSocket traffic to conn.c (the wsi's opaque user data says which).
  */
-#include <sys/socket.h>
-
 #include "luaws.h"
 
 /* Sends are capped at this size per write. */
@@ -15,19 +13,6 @@ const struct lws_protocols luaws_protocols[2] = {
 	{"luaws", luaws_protocol_callback, 0, 0, 0, NULL, TX_PACKET_SIZE},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
-
-/* Close a wsi nobody owns any more: once lws has written what it holds, send FIN, read
- * and drop what the peer still sends, and close within secs. */
-void luaws_linger(luaws_loop *loop, struct lws *wsi, int secs)
-{
-	lws_set_opaque_user_data(wsi, NULL);
-	if (lws_partial_buffered(wsi))
-		lws_callback_on_writable(wsi); /* the shutdown follows the last byte */
-	else
-		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
-	lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, secs);
-	luaws_touched_lws(loop);
-}
 
 int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			    void *in, size_t len)
@@ -49,9 +34,9 @@ int luaws_protocol_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 	case LWS_CALLBACK_RAW_WRITEABLE:
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (!kind) {
-			/* lingering: drop what arrives; FIN once the last bytes went out */
-			if (reason == LWS_CALLBACK_RAW_WRITEABLE && !lws_partial_buffered(wsi))
-				shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+			/* lingering (sender.c): drop what arrives */
+			if (reason == LWS_CALLBACK_RAW_WRITEABLE)
+				luaws_detached_writeable(wsi);
 			return 0;
 		}
 		if (*kind == LUAWS_KIND_ORPHAN) {

@@ -325,6 +325,27 @@ void luaws_sender_free(luaws_conn *c)
 	c->tx.queued = 0;
 }
 
+/* Sockets nobody owns any more (an orphan's, a plain HTTP answer's). */
+
+/* Once lws has written what it holds, send FIN, read and drop what the peer still
+ * sends, and close within secs. */
+static void linger_detached(luaws_loop *loop, struct lws *wsi, int secs)
+{
+	lws_set_opaque_user_data(wsi, NULL);
+	if (lws_partial_buffered(wsi))
+		lws_callback_on_writable(wsi); /* the shutdown follows the last byte */
+	else
+		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+	lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, secs);
+	luaws_touched_lws(loop);
+}
+
+void luaws_detached_writeable(struct lws *wsi)
+{
+	if (!lws_partial_buffered(wsi))
+		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+}
+
 /* Orphans. A connection that lets go of its socket (its Close(), its __gc) leaves what
  * it has queued or batched to an orphan record: the bytes go to lws to write (lws_write
  * keeps what the socket does not take and sends it as it can), then the socket lingers
@@ -347,7 +368,7 @@ static void orphan_run(luaws_loop *loop, luaws_deferred *d)
 		lws_set_opaque_user_data(o->wsi, NULL);
 		if (o->len)
 			lws_write(o->wsi, o->data + LWS_PRE, o->len, LWS_WRITE_RAW);
-		luaws_linger(loop, o->wsi, 2);
+		linger_detached(loop, o->wsi, 2);
 	}
 	free(o);
 }
@@ -412,7 +433,7 @@ int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigne
 int luaws_send_detached(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n)
 {
 	int rc = lws_write(wsi, p, n, LWS_WRITE_RAW) < 0 ? -1 : 0;
-	luaws_linger(loop, wsi, 5);
+	linger_detached(loop, wsi, 5);
 	return rc;
 }
 
