@@ -8,12 +8,7 @@ lazy_teardown(function() support.keepalive(false) end)
 
 local Dial = function(...) return websocket.DefaultDialer:Dial(...) end
 
--- Call fn and return the message of the error it raises (fails when it raises none).
-local function raises(fn)
-  local ok, err = pcall(fn)
-  assert(not ok, "expected an error, but the call returned normally")
-  return tostring(err)
-end
+local raises = support.raises
 
 describe("wrong argument types raise clear errors naming the argument", function()
   local srv, port, conn
@@ -80,12 +75,7 @@ describe("wrong argument types raise clear errors naming the argument", function
   }
 
   for _, case in ipairs(cases) do
-    it(case[1], function()
-      local msg = raises(case[2])
-      for _, pattern in ipairs(case[3]) do
-        assert.matches(pattern, msg, 1, false)
-      end
-    end)
+    it(case[1], function() support.raises_matching(case[2], case[3]) end)
   end
 
   it("every one of these errors points at the caller's line, not into luaws", function()

@@ -8,12 +8,7 @@ local websocket = support.websocket
 lazy_setup(function() support.keepalive(true) end)
 lazy_teardown(function() support.keepalive(false) end)
 
--- Call fn and return the message of the error it raises (fails when it raises none).
-local function raises(fn)
-  local ok, err = pcall(fn)
-  assert(not ok, "expected an error, but the call returned normally")
-  return tostring(err)
-end
+local raises = support.raises
 
 local function f() end
 
@@ -104,12 +99,7 @@ describe("issue 9: options tables are checked", function()
   }
 
   for _, case in ipairs(cases) do
-    it(case[1] .. " raises", function()
-      local msg = raises(case[2])
-      for _, pattern in ipairs(case[3]) do
-        assert.matches(pattern, msg, 1, false)
-      end
-    end)
+    it(case[1] .. " raises", function() support.raises_matching(case[2], case[3]) end)
   end
 
   it("every one of these errors points at the caller's line, not into luaws", function()

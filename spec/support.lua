@@ -15,10 +15,13 @@
 --   support.free_port()              a TCP port that was free a moment ago
 --   support.wait_port(port, timeout) true once 127.0.0.1:port accepts TCP connections
 --   support.read_file(path)          whole file | nil
+--   support.raises(fn)               the message of the error fn raises (fails when none)
+--   support.raises_matching(fn, pats) raises(fn), and the message matches every pattern
 --
 -- Every wait in here sleeps with websocket.Sleep, so the luaws loop (and any in-process
 -- server) keeps running while a test waits for a child process.
 local websocket = require "luaws"
+local luassert = require "luassert"
 
 local M = { websocket = websocket }
 
@@ -161,6 +164,22 @@ function M.echo_server(opts)
   end)
   assert(srv, "echo_server: " .. tostring(err))
   return srv, srv:Port(), state
+end
+
+-- Call fn and return the message of the error it raises (fails when it raises none).
+function M.raises(fn)
+  local ok, err = pcall(fn)
+  luassert(not ok, "expected an error, but the call returned normally")
+  return tostring(err)
+end
+
+-- raises(fn), then the message must match every pattern in the list (plain = false).
+function M.raises_matching(fn, patterns)
+  local msg = M.raises(fn)
+  for _, pattern in ipairs(patterns) do
+    luassert.matches(pattern, msg, 1, false)
+  end
+  return msg
 end
 
 -- Child processes --------------------------------------------------------------------
