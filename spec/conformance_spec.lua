@@ -51,14 +51,9 @@ local cjson = require "cjson"
 lazy_setup(function() support.keepalive(true) end)
 lazy_teardown(function() support.keepalive(false) end)
 
-local PYTHON = "/usr/bin/python3"
+local PYTHON = support.PYTHON
 local q = support.shell_quote
-
-local sh_output = support.sh_output
-local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
-if spec_dir:sub(1, 1) ~= "/" then spec_dir = sh_output("pwd") .. "/" .. spec_dir end
-local RAW_CLIENT = spec_dir .. "/peers/raw_client.py"
-local RAW_SERVER = spec_dir .. "/peers/raw_server.py"
+local RAW_CLIENT = support.peer("raw_client.py")
 
 local CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 local TYPE_NAME = { [TEXT] = "text", [BINARY] = "binary" }
@@ -357,16 +352,7 @@ local function write_tmp(content)
   return path
 end
 
--- The JSON line a raw peer printed (the last line starting with '{').
-local function result_of(child)
-  local out = support.output(child)
-  local line
-  for l in out:gmatch("[^\n]+") do
-    if l:sub(1, 1) == "{" then line = l end
-  end
-  assert(line, "the raw peer printed no result:\n" .. out:sub(1, 3000))
-  return cjson.decode(line)
-end
+local function result_of(child) return support.json_result(child, "raw peer") end
 
 local function short(s)
   if #s <= 24 then return (("%q"):format(s):gsub("\\\n", "\\n")) end
@@ -516,31 +502,13 @@ describe("RFC 6455 conformance, raw client -> luaws server", function()
   local good = { ok = 0, bad = {}, stop = false, done = false }
 
   lazy_setup(function()
-    local upgrader = websocket.Upgrader{}
-    local err
-    srv, err = websocket.Listen("127.0.0.1:0", function(w, r)
-      local c = upgrader:Upgrade(w, r)
-      if not c then return end
+    srv, port = support.server(function(c, r)
       local rec = { msgs = {} }
       conns[r.URL.Path] = rec
-      while true do
-        local mt, data, rerr = c:ReadMessage()
-        if not mt then
-          rec.err = rerr
-          break
-        end
-        rec.msgs[#rec.msgs + 1] = { mt, data }
-        if not rec.write_err then
-          -- after a failed write keep reading: the read error is what the spec checks
-          local ok, werr = c:WriteMessage(mt, data)
-          if not ok then rec.write_err = werr end
-        end
-      end
+      support.read_echo(c, rec) -- no write_errs: echoes stop at the first failed write
       c:Close()
       rec.done = true
     end)
-    assert(srv, "Listen: " .. tostring(err))
-    port = srv:Port()
 
     -- R20: a well-behaved luaws client on the same server, exchanging messages whenever
     -- the loop runs (that is, while the rows wait for their children).
@@ -624,42 +592,15 @@ describe("RFC 6455 conformance, luaws client -> raw server", function()
   for _, r in ipairs(ROWS) do
     it(r.name, function()
       local file = write_tmp(script_of(r, false))
-      local child = support.spawn(("%s %s %s"):format(PYTHON, q(RAW_SERVER), q(file)))
+      local child, port = support.raw_server(file)
       local seen = { msgs = {} }
       finally(function()
         if seen.conn then seen.conn:Close() end
         support.stop(child)
         os.remove(file)
       end)
-      local port = support.wait_for(function()
-        return tonumber(support.output(child):match("^(%d+)\n"))
-      end, 10)
       assert(port, "raw_server.py printed no port:\n" .. support.output(child))
-      websocket.Go(function()
-        local ok, err = xpcall(function()
-          local c, _, derr = websocket.DefaultDialer:Dial(support.url(port, "/raw"))
-          if not c then
-            seen.dial_err = derr
-            return
-          end
-          seen.conn = c
-          while true do
-            local mt, data, rerr = c:ReadMessage()
-            if not mt then
-              seen.err = rerr
-              break
-            end
-            seen.msgs[#seen.msgs + 1] = { mt, data }
-            if not seen.write_err then
-              local wok, werr = c:WriteMessage(mt, data)
-              if not wok then seen.write_err = werr end
-            end
-          end
-          c:Close()
-        end, debug.traceback)
-        if not ok then seen.lua_error = err end
-        seen.done = true
-      end)
+      support.dial(support.url(port, "/raw"), seen, function(c) support.read_echo(c, seen) end)
       support.wait_for(function() return seen.done end, 15)
       assert(seen.lua_error == nil, seen.lua_error)
       assert(seen.done, "the luaws client did not finish: " .. seen_text(seen))

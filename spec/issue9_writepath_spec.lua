@@ -31,28 +31,16 @@ local cjson = require "cjson"
 lazy_setup(function() support.keepalive(true) end)
 lazy_teardown(function() support.keepalive(false) end)
 
-local PYTHON = "/usr/bin/python3"
+local PYTHON = support.PYTHON
 local q = support.shell_quote
-local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
-if spec_dir:sub(1, 1) ~= "/" then spec_dir = support.sh_output("pwd") .. "/" .. spec_dir end
-local SLOW_READER = spec_dir .. "/peers/slow_reader.py"
-local RAW_CLIENT = spec_dir .. "/peers/raw_client.py"
-local RAW_SERVER = spec_dir .. "/peers/raw_server.py"
+local SLOW_READER = support.peer("slow_reader.py")
+local RAW_CLIENT = support.peer("raw_client.py")
 
 local CONT, TEXT, BINARY, CLOSE = 0, 1, 2, 8
 
 local function isnull(v) return v == nil or v == cjson.null end
 
--- The JSON line a peer printed (the last line starting with '{').
-local function result_of(child)
-  local out = support.output(child)
-  local line
-  for l in out:gmatch("[^\n]+") do
-    if l:sub(1, 1) == "{" then line = l end
-  end
-  assert(line, "the peer printed no result:\n" .. out:sub(1, 3000))
-  return cjson.decode(line)
-end
+local function result_of(child) return support.json_result(child, "peer") end
 
 -- slow_reader.py's pattern(n): 8-byte units (k, k * 2654435761 mod 2^32), big-endian.
 local function pattern(n)
@@ -71,16 +59,7 @@ local function fill(c, w, s, n)
   return BLOCK:rep((off + n) // 65536 + 1):sub(off + 1, off + n)
 end
 
--- A server on 127.0.0.1:0 whose handler is handler(c, r) after a successful upgrade.
-local function server(handler)
-  local upgrader = websocket.Upgrader{}
-  local srv, err = websocket.Listen("127.0.0.1:0", function(w, r)
-    local c = upgrader:Upgrade(w, r)
-    if c then handler(c, r) end
-  end)
-  assert(srv, "Listen: " .. tostring(err))
-  return srv, srv:Port()
-end
+local server = support.server
 
 local function frames_text(r)
   local t = {}
@@ -108,13 +87,7 @@ local function slow_single(mode, size)
   local srv, port = server(function(c)
     seen.write_called_at = websocket.Now()
     seen.write_ok, seen.write_err = c:WriteMessage(BINARY, payload)
-    while true do
-      local mt, _, err = c:ReadMessage()
-      if not mt then
-        seen.read_err = err
-        break
-      end
-    end
+    seen.read_err = support.drain(c)
     c:Close()
     seen.done = true
   end)
@@ -273,13 +246,7 @@ describe("write path:", function()
           st.writers_done = st.writers_done + 1
         end)
       end
-      while true do
-        local mt, _, err = c:ReadMessage()
-        if not mt then
-          st.read_err = err
-          break
-        end
-      end
+      st.read_err = support.drain(c)
       c:Close()
       st.done = true
     end)
@@ -440,16 +407,7 @@ describe("read side:", function()
       local seen = { msgs = {}, write_errs = {} }
       local srv, port = server(function(c)
         if row.delay then websocket.Sleep(row.delay) end
-        while true do
-          local mt, data, err = c:ReadMessage()
-          if not mt then
-            seen.err = err
-            break
-          end
-          seen.msgs[#seen.msgs + 1] = { mt, data }
-          local ok, werr = c:WriteMessage(mt, data)
-          if not ok then seen.write_errs[#seen.write_errs + 1] = tostring(werr) end
-        end
+        support.read_echo(c, seen)
         c:Close()
         seen.done = true
       end)
@@ -463,39 +421,16 @@ describe("read side:", function()
     end)
 
     it("issue 9: messages before a protocol error are delivered (luaws client): " .. row.name, function()
-      local child = support.spawn(("%s %s %s"):format(PYTHON, q(RAW_SERVER), q(script(row, false))))
+      local child, port = support.raw_server(script(row, false))
       local seen = { msgs = {}, write_errs = {} }
       finally(function()
         if seen.conn then seen.conn:Close() end
         support.stop(child)
       end)
-      local port = support.wait_for(function()
-        return tonumber(support.output(child):match("^(%d+)\n"))
-      end, 10)
       assert(port, "raw_server.py printed no port:\n" .. support.output(child))
-      websocket.Go(function()
-        local ok, err = xpcall(function()
-          local c, _, derr = websocket.DefaultDialer:Dial(support.url(port, "/read"))
-          if not c then
-            seen.dial_err = derr
-            return
-          end
-          seen.conn = c
-          if row.delay then websocket.Sleep(row.delay) end
-          while true do
-            local mt, data, rerr = c:ReadMessage()
-            if not mt then
-              seen.err = rerr
-              break
-            end
-            seen.msgs[#seen.msgs + 1] = { mt, data }
-            local wok, werr = c:WriteMessage(mt, data)
-            if not wok then seen.write_errs[#seen.write_errs + 1] = tostring(werr) end
-          end
-          c:Close()
-        end, debug.traceback)
-        if not ok then seen.lua_error = err end
-        seen.done = true
+      support.dial(support.url(port, "/read"), seen, function(c)
+        if row.delay then websocket.Sleep(row.delay) end
+        support.read_echo(c, seen)
       end)
       assert(support.wait_for(function() return seen.done end, 15), "the luaws client did not finish: " .. seen_text(seen))
       assert(seen.lua_error == nil, seen.lua_error)

@@ -17,6 +17,13 @@
 --   support.read_file(path)          whole file | nil
 --   support.raises(fn)               the message of the error fn raises (fails when none)
 --   support.raises_matching(fn, pats) raises(fn), and the message matches every pattern
+--   support.server(handler)          server on 127.0.0.1:0, handler(c, r) after Upgrade -> srv, port
+--   support.drain(c)                 read c until an error -> that error
+--   support.read_echo(c, seen)       read c until an error, echoing each message (seen.msgs, .err)
+--   support.dial(url, seen, fn)      in a luaws coroutine: Dial, fn(c), Close (seen.conn, .done, ...)
+--   support.peer(name)               absolute path of spec/peers/<name>
+--   support.raw_server(script)       start spec/peers/raw_server.py -> child, port it printed | nil
+--   support.json_result(child, who)  the last JSON line the child printed, decoded
 --
 -- Every wait in here sleeps with websocket.Sleep, so the luaws loop (and any in-process
 -- server) keeps running while a test waits for a child process.
@@ -166,6 +173,68 @@ function M.echo_server(opts)
   return srv, srv:Port(), state
 end
 
+-- A server on 127.0.0.1:0 that calls handler(c, r) for each request it upgrades.
+function M.server(handler)
+  local upgrader = websocket.Upgrader{}
+  local srv, err = websocket.Listen("127.0.0.1:0", function(w, r)
+    local c = upgrader:Upgrade(w, r)
+    if c then handler(c, r) end
+  end)
+  luassert(srv, "Listen: " .. tostring(err))
+  return srv, srv:Port()
+end
+
+-- Read c until ReadMessage fails; returns its error.
+function M.drain(c)
+  while true do
+    local mt, _, err = c:ReadMessage()
+    if not mt then return err end
+  end
+end
+
+-- Read c until ReadMessage fails, appending {type, data} to seen.msgs and echoing each
+-- message; seen.err = the read error. With a seen.write_errs list every message is
+-- echoed and each failed echo appended to it (as text); without, echoing stops at the
+-- first failure, kept in seen.write_err (reading goes on: the read error is what the
+-- specs check).
+function M.read_echo(c, seen)
+  while true do
+    local mt, data, err = c:ReadMessage()
+    if not mt then
+      seen.err = err
+      break
+    end
+    seen.msgs[#seen.msgs + 1] = { mt, data }
+    if seen.write_errs then
+      local ok, werr = c:WriteMessage(mt, data)
+      if not ok then seen.write_errs[#seen.write_errs + 1] = tostring(werr) end
+    elseif not seen.write_err then
+      local ok, werr = c:WriteMessage(mt, data)
+      if not ok then seen.write_err = werr end
+    end
+  end
+end
+
+-- In a luaws coroutine: Dial url with the DefaultDialer, call fn(c), Close. seen records
+-- seen.conn (for a finally to close), seen.dial_err, seen.lua_error (an error fn raised,
+-- with its traceback) and, last, seen.done = true.
+function M.dial(url, seen, fn)
+  websocket.Go(function()
+    local ok, err = xpcall(function()
+      local c, _, derr = websocket.DefaultDialer:Dial(url)
+      if not c then
+        seen.dial_err = derr
+        return
+      end
+      seen.conn = c
+      fn(c)
+      c:Close()
+    end, debug.traceback)
+    if not ok then seen.lua_error = err end
+    seen.done = true
+  end)
+end
+
 -- Call fn and return the message of the error it raises (fails when it raises none).
 function M.raises(fn)
   local ok, err = pcall(fn)
@@ -296,6 +365,40 @@ end
 
 function M.wait_port(port, timeout)
   return M.wait_for(function() return M.port_open(port) end, timeout or 10, 0.05)
+end
+
+-- The raw peers in spec/peers, run with the system python3.
+M.PYTHON = "/usr/bin/python3"
+
+local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
+if spec_dir:sub(1, 1) ~= "/" then spec_dir = M.sh_output("pwd") .. "/" .. spec_dir end
+
+function M.peer(name)
+  return spec_dir .. "/peers/" .. name
+end
+
+-- Start raw_server.py with script (JSON text or a file name); wait up to 10 s for the
+-- port it prints first. Returns child (always stop it) and the port, nil if none came.
+function M.raw_server(script)
+  local child = M.spawn(("%s %s %s"):format(M.PYTHON, shell_quote(M.peer("raw_server.py")),
+    shell_quote(script)))
+  local port = M.wait_for(function()
+    return tonumber(M.output(child):match("^(%d+)\n"))
+  end, 10)
+  return child, port or nil
+end
+
+-- The JSON line a peer printed (the last line starting with '{'), decoded; `who` names
+-- the peer in the failure message.
+function M.json_result(child, who)
+  local cjson = require "cjson"
+  local out = M.output(child)
+  local line
+  for l in out:gmatch("[^\n]+") do
+    if l:sub(1, 1) == "{" then line = l end
+  end
+  luassert(line, "the " .. who .. " printed no result:\n" .. out:sub(1, 3000))
+  return cjson.decode(line)
 end
 
 return M
