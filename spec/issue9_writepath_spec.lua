@@ -80,7 +80,8 @@ local function inside_data(r, at)
 end
 
 -- One slow connection (mode "ping" or "fail") to a server that writes one binary
--- message of `size` bytes right after the upgrade, then reads until an error.
+-- message of `size` bytes right after the upgrade, then reads until an error. Checks
+-- that the peer's ping or bad frame went out after that write began.
 local function slow_single(mode, size)
   local payload = pattern(size)
   local seen = {}
@@ -103,24 +104,31 @@ local function slow_single(mode, size)
   r.ctx = ("\n  frames:\n    %s\n  pongs %s, closes %s, eof %s, reset %s, bytes %d, ping/bad frame sent at %.3f"):format(
     frames_text(r), cjson.encode(r.pongs), cjson.encode(r.closes), tostring(r.eof),
     tostring(r.reset), r.bytes, r.sent_at or 0)
+  -- the scenario: the handler called WriteMessage (right after the upgrade) about 1 s
+  -- before the ping (or bad frame) went out, and the peer had read nothing (4 KiB
+  -- receive buffer), so most of the message was still on the server's side: queued, or
+  -- half sent
+  assert(seen.write_called_at and seen.write_called_at < r.sent_at,
+    "precondition: " .. (mode == "ping" and "the ping" or "the bad frame") ..
+    " went out before the handler called WriteMessage" .. r.ctx)
   return r, seen
+end
+
+-- No offset in `offsets` (where the peer found a control frame's bytes) may fall inside
+-- a data frame's payload; msg is formatted with (stream offset, payload offset).
+local function assert_outside_data(r, offsets, msg)
+  for _, at in ipairs(offsets) do
+    local inside = inside_data(r, at)
+    assert(not inside, msg:format(at, inside or -1) .. r.ctx)
+  end
 end
 
 describe("write path:", function()
   it("issue 9: a control frame never lands inside a half-sent data frame", function()
     local SIZE = 3000000
     local r, seen = slow_single("ping", SIZE)
-    -- the scenario: the handler called WriteMessage (right after the upgrade) about 1 s
-    -- before the ping went out, and the peer had read nothing (4 KiB receive buffer), so
-    -- most of the 3 MB were still on the server's side: queued, or half sent
-    assert(seen.write_called_at and seen.write_called_at < r.sent_at,
-      "precondition: the ping went out before the handler called WriteMessage" .. r.ctx)
-
-    for _, at in ipairs(r.pong_at) do
-      local inside = inside_data(r, at)
-      assert(not inside, ("the pong's bytes 8a 08 PINGPING are at stream offset %d, inside the data frame's payload (payload offset %d)")
-        :format(at, inside or -1) .. r.ctx)
-    end
+    assert_outside_data(r, r.pong_at,
+      "the pong's bytes 8a 08 PINGPING are at stream offset %d, inside the data frame's payload (payload offset %d)")
     assert.are.equal(1, #r.messages, "data messages received" .. r.ctx)
     local m = r.messages[1]
     assert.are.equal(BINARY, m.opcode, "message type" .. r.ctx)
@@ -141,13 +149,8 @@ describe("write path:", function()
   it("issue 9: a failing connection finishes its half-sent frame before the close frame (or drops TCP without one)", function()
     local SIZE = 3000000
     local r, seen = slow_single("fail", SIZE)
-    assert(seen.write_called_at and seen.write_called_at < r.sent_at,
-      "precondition: the bad frame went out before the handler called WriteMessage" .. r.ctx)
-    for _, at in ipairs(r.close_at) do
-      local inside = inside_data(r, at)
-      assert(not inside, ("a close 1002 frame (88 xx 03 ea) at stream offset %d, inside the data frame's payload (payload offset %d)")
-        :format(at, inside or -1) .. r.ctx)
-    end
+    assert_outside_data(r, r.close_at,
+      "a close 1002 frame (88 xx 03 ea) at stream offset %d, inside the data frame's payload (payload offset %d)")
     assert(r.eof or r.reset, "the server did not close TCP within 20 s" .. r.ctx)
     local f1 = r.frames[1]
     assert(f1 and f1.opcode == BINARY and f1.len == SIZE, "the first frame is not the message" .. r.ctx)
