@@ -200,7 +200,10 @@ describe("issue 9: Listen and ListenAndServe take an address string", function()
 end)
 
 describe("issue 9: an IPv4 peer of a dual-stack listener shows as plain IPv4", function()
-  it("r.RemoteAddr, c:RemoteAddr() and c:LocalAddr() are 127.0.0.1:PORT on Listen(':0')", function()
+  -- Listen(":0"), dial it at host (a literal address) and wait for the handler, which
+  -- records r.RemoteAddr, c:RemoteAddr() and c:LocalAddr() -> the addresses, the client
+  -- connection and the port.
+  local function addresses_seen(host)
     local seen = {}
     local up = websocket.Upgrader()
     local srv = assert(websocket.Listen(":0", function(w, r)
@@ -212,10 +215,15 @@ describe("issue 9: an IPv4 peer of a dual-stack listener shows as plain IPv4", f
     end))
     finally(function() srv:Close() end)
     local port = srv:Port()
-    local c, _, err = websocket.DefaultDialer:Dial("ws://127.0.0.1:" .. port .. "/")
+    local c, _, err = websocket.DefaultDialer:Dial("ws://" .. host .. ":" .. port .. "/")
     assert.is_nil(err)
     finally(function() c:Close() end)
     assert(support.wait_for(function() return seen.localaddr end, 5))
+    return seen, c, port
+  end
+
+  it("r.RemoteAddr, c:RemoteAddr() and c:LocalAddr() are 127.0.0.1:PORT on Listen(':0')", function()
+    local seen, c, port = addresses_seen("127.0.0.1")
     local ipv4 = "^127%.0%.0%.1:%d+$"
     assert.matches(ipv4, seen.request_remote)
     assert.matches(ipv4, seen.remote)
@@ -226,20 +234,8 @@ describe("issue 9: an IPv4 peer of a dual-stack listener shows as plain IPv4", f
   end)
 
   it("an IPv6 peer still shows as [::1]:PORT", function()
-    local seen = {}
-    local up = websocket.Upgrader()
-    local srv = assert(websocket.Listen(":0", function(w, r)
-      local c = assert(up:Upgrade(w, r))
-      seen.remote, seen.localaddr = c:RemoteAddr(), c:LocalAddr()
-      c:ReadMessage()
-      c:Close()
-    end))
-    finally(function() srv:Close() end)
-    local c, _, err = websocket.DefaultDialer:Dial("ws://[::1]:" .. srv:Port() .. "/")
-    assert.is_nil(err)
-    finally(function() c:Close() end)
-    assert(support.wait_for(function() return seen.localaddr end, 5))
+    local seen, _, port = addresses_seen("[::1]")
     assert.matches("^%[::1%]:%d+$", seen.remote)
-    assert.are.equal("[::1]:" .. srv:Port(), seen.localaddr)
+    assert.are.equal("[::1]:" .. port, seen.localaddr)
   end)
 end)
