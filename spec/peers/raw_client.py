@@ -48,7 +48,8 @@ is false. After the last step it reads until the peer closes TCP or "linger" sec
     sent_close, replied_close, errors (send errors and the like), leftover (hex of an
                     incomplete frame at the end)
 
-raw_server.py imports this module and plays the same game from the server side.
+raw_server.py imports this module and plays the same game from the server side;
+slow_reader.py builds its frames and its upgrade request with it.
 """
 import base64
 import hashlib
@@ -68,6 +69,14 @@ def accept_key(key):
     return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
 
 
+def upgrade_request(path, port):
+    """A correct upgrade request for PATH on 127.0.0.1:PORT with a random key -> key, bytes."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return key, ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                 % (path, port, key)).encode()
+
+
 def load_script(arg):
     text = arg if arg.lstrip()[:1] in ("{", "[") else open(arg, encoding="utf-8").read()
     script = json.loads(text)
@@ -85,8 +94,9 @@ def mask_bytes(data, key):
     return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
 
 
-def build_frame(opcode, payload, masked, fin=True):
-    b0 = (0x80 if fin else 0) | opcode
+def build_frame(opcode, payload, masked, fin=True, rsv=0):
+    """rsv: the three RSV bits as they sit in the first byte (RSV1 = 4, RSV2 = 2, RSV3 = 1)."""
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     n = len(payload)
     mbit = 0x80 if masked else 0
     if n <= 125:
@@ -380,11 +390,8 @@ def main():
     port, path, script = int(sys.argv[1]), sys.argv[2], load_script(sys.argv[3])
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    key = base64.b64encode(os.urandom(16)).decode()
-    req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-           % (path, port, key))
-    sock.sendall(req.encode())
+    key, req = upgrade_request(path, port)
+    sock.sendall(req)
     try:
         head, rest = read_http_head(sock)
     except (OSError, ConnectionError) as e:

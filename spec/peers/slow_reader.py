@@ -55,11 +55,8 @@ fill(c, w, s, n): the 65536-byte block B (an LCG, as support.binary(65536, 12345
 Lua: x = (x * 1103515245 + 12345) mod 2^31, byte = (x >> 16) mod 256), repeated, from
 offset (c * 7919 + w * 104729 + s * 31) mod 65536, n bytes.
 """
-import base64
 import errno
-import hashlib
 import json
-import os
 import random
 import selectors
 import socket
@@ -67,7 +64,8 @@ import struct
 import sys
 import time
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from raw_client import accept_key, build_frame, emit, upgrade_request
+
 RCVBUF = 4096
 
 
@@ -96,26 +94,9 @@ def fill(c, w, s, n):
     return (BLOCK * ((off + n) // 65536 + 1))[off:off + n]
 
 
-def mask(payload, key):
-    if not payload:
-        return b""
-    n = len(payload)
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def frame(opcode, payload, b0_extra=0):
-    """A masked client frame."""
-    key = os.urandom(4)
-    n = len(payload)
-    b0 = 0x80 | b0_extra | opcode
-    if n <= 125:
-        head = struct.pack(">BB", b0, 0x80 | n)
-    elif n <= 65535:
-        head = struct.pack(">BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack(">BBQ", b0, 0x80 | 127, n)
-    return head + key + mask(payload, key)
+def frame(opcode, payload, rsv=0):
+    """A masked client frame (FIN set)."""
+    return build_frame(opcode, payload, masked=True, rsv=rsv)
 
 
 def first_diff(got, want):
@@ -139,10 +120,8 @@ def handshake(port, path, timeout=10):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n" % (path, port, key)).encode())
+    key, req = upgrade_request(path, port)
+    s.sendall(req)
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(4096)
@@ -151,17 +130,12 @@ def handshake(port, path, timeout=10):
         buf += chunk
     head, rest = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
-    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    accept = accept_key(key)
     if not lines[0].startswith("HTTP/1.1 101"):
         raise ConnectionError("status line %r" % lines[0])
     if ("sec-websocket-accept: " + accept).lower() not in head.decode("latin-1").lower():
         raise ConnectionError("wrong Sec-WebSocket-Accept")
     return s, rest
-
-
-def emit(result):
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
 
 
 # -- ping, fail: one connection, the whole stream parsed at the end ----------------------
@@ -206,7 +180,7 @@ def one_connection(mode, port, path, size):
     if mode == "ping":
         s.sendall(frame(9, b"PINGPING"))
     else:
-        s.sendall(frame(1, b"reserved bit", 0x40))  # FIN + RSV1 + text: 0xC1
+        s.sendall(frame(1, b"reserved bit", rsv=4))  # FIN + RSV1 + text: 0xC1
     sent_at = time.time()
     want = (2 if size <= 125 else 4 if size <= 65535 else 10) + size + 10  # + a pong
     eof = reset = False
@@ -503,7 +477,7 @@ def stress(port, nconns, seed, fail_every, deadline_s, nwriters=3):
             # what this side sends
             if c.fails and c.failed_at is None and (
                     c.bytes >= 256 * 1024 or c.all_writers_done(nwriters)):
-                send(c, frame(1, b"reserved bit", 0x40))
+                send(c, frame(1, b"reserved bit", rsv=4))
                 c.failed_at = c.bytes
             if (not c.fails and not c.sent_close and c.all_writers_done(nwriters)
                     and not c.outstanding):
