@@ -579,7 +579,9 @@ static int l_close(lua_State *L)
 		send_close(c, code, text, tl);
 		return 0;
 	}
-	if (c->state >= LUAWS_OPEN)
+	if (c->state == LUAWS_CLOSING && luaws_sender_idle(c))
+		luaws_conn_detach(c); /* TCP is closing already (linger): let it */
+	else if (c->state >= LUAWS_OPEN)
 		hand_over(c, 1);
 	else
 		luaws_conn_abandon(c);
