@@ -53,6 +53,7 @@ describe("issue 9: a completed close handshake closes TCP at once", function()
     assert(support.wait_for(function() return state.ended == N end, 5))
     -- the client keeps its sockets open: a server that lingers holds its side for 2 s
     websocket.Sleep(0.5)
-    assert.are.equal(before, open_fds())
+    local after = open_fds()
+    assert(after <= before, ("%d descriptors open before the connections, %d after"):format(before, after))
   end)
 end)
