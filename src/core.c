@@ -14,6 +14,7 @@ LUAWS_EXPORT int luaopen_luaws_core(lua_State *L)
 	luaws_client_open(L);
 	luaws_timer_open(L);
 	luaws_signal_open(L);
+	luaws_process_open(L);
 	luaws_prepared_open(L);
 	luaws_limits_open(L);
 	lua_pushstring(L, lws_get_library_version());

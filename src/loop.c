@@ -360,28 +360,6 @@ static int loop_gc(lua_State *L)
 	return 0;
 }
 
-/* core.fork() -> pid (0 in the child) | nil, reason: a worker process with a loop of
- * its own. Only before any socket exists (the lws context would be shared). The child
- * gets SIGTERM when its parent dies. */
-static int l_fork(lua_State *L)
-{
-	luaws_loop *loop = luaws_loop_get(L);
-	pid_t parent = getpid(), pid;
-	if (loop->ctx)
-		return luaws_fail(L, "workers must start before any connection or listener exists");
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		return luaws_fail(L, strerror(errno));
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent) /* the parent is already gone */
-			_exit(1);
-		uv_loop_fork(&loop->uv);
-	}
-	lua_pushinteger(L, pid);
-	return 1;
-}
 
 /* core._inject_fault("request"): a test-only hook. The next Request this loop creates
  * fails as if out of memory (spec/issue9_defects_spec.lua), so the refusal path runs. */
@@ -396,7 +374,6 @@ static int l_inject_fault(lua_State *L)
 
 static const luaL_Reg core_functions[] = {
 	{"_inject_fault", l_inject_fault},
-	{"fork", l_fork},
 	{"step", l_step},
 	{"batch", l_batch},
 	{"pending", l_pending},

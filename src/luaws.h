@@ -312,8 +312,9 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 void luaws_dial_detach(luaws_dial *d);
 int luaws_client_open(lua_State *L);
 
-/* timer.c, signal.c */
+/* timer.c, signal.c, process.c */
 int luaws_timer_open(lua_State *L);
+int luaws_process_open(lua_State *L);
 int luaws_signal_open(lua_State *L);
 
 /* headers.c: header lists "name\0value\0..." */

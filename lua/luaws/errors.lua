@@ -41,5 +41,6 @@ M.ErrCloseSent = M.new("websocket: close sent")
 M.ErrReadLimit = M.new("websocket: read limit exceeded")
 M.ErrBadHandshake = M.new("websocket: bad handshake")
 M.ErrClosed = M.new("websocket: use of closed connection")
+M.ErrServerClosed = M.new("http: Server closed")
 
 return M

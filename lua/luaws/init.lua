@@ -34,6 +34,7 @@ local websocket = {
   ErrReadLimit = errors.ErrReadLimit,
   ErrBadHandshake = errors.ErrBadHandshake,
   ErrClosed = errors.ErrClosed,
+  ErrServerClosed = errors.ErrServerClosed,
   EOF = conn.EOF,
   NewPreparedMessage = conn.NewPreparedMessage,
 

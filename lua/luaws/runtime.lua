@@ -277,14 +277,19 @@ end
 -- Notify(ch, signal, ...): deliver the names of these signals ("SIGINT", "SIGTERM"; Go's
 -- os.Interrupt is websocket.Interrupt) to ch without blocking, as signal.Notify does.
 M.Interrupt = "SIGINT"
-function M.Notify(ch, ...)
-  check_chan(ch, 2)
-  local names = { ... }
-  if #names == 0 then names = { "SIGINT", "SIGTERM" } end
+
+-- The signals the program asked for with Notify: ListenAndServe's own handling of
+-- SIGINT and SIGTERM leaves those to the program.
+local taken = {}
+function M.signal_taken(name) return taken[name] == true end
+
+-- Deliver each of names to ch as it arrives; by_program: Notify's (see taken).
+function M.notify(ch, names, by_program, level)
   for _, name in ipairs(names) do
-    if type(name) ~= "string" then error("bad argument to 'Notify' (signal name expected)", 2) end
+    if type(name) ~= "string" then error("bad argument to 'Notify' (signal name expected)", level + 1) end
     local ok, sig = pcall(core.signal, name)
-    if not ok then error("bad argument to 'Notify' (unknown signal name " .. name .. ")", 2) end
+    if not ok then error("bad argument to 'Notify' (unknown signal name " .. name .. ")", level + 1) end
+    if by_program then taken[name] = true end
     sched.go(function()
       while true do
         sched.wait(sig)
@@ -292,6 +297,13 @@ function M.Notify(ch, ...)
       end
     end)
   end
+end
+
+function M.Notify(ch, ...)
+  check_chan(ch, 2)
+  local names = { ... }
+  if #names == 0 then names = { "SIGINT", "SIGTERM" } end
+  M.notify(ch, names, true, 2)
 end
 
 return M
