@@ -300,7 +300,10 @@ static int l_backend_timeout(lua_State *L)
 		lua_pushnumber(L, 0);
 		return 1;
 	}
-	ms = uv_backend_timeout(&loop->uv);
+	/* nothing active (nothing started yet, or all done): nothing can happen until
+	 * the program starts something, which it does from Lua, before asking again.
+	 * libuv says 0 ("do not wait") there, and a host that believes it spins. */
+	ms = uv_loop_alive(&loop->uv) ? uv_backend_timeout(&loop->uv) : -1;
 	lua_pushnumber(L, ms < 0 ? -1 : ms / 1000.0);
 	return 1;
 }

@@ -73,7 +73,10 @@ local websocket = {
   -- seconds, then Step(0)
   Step = sched.step,
   BackendFd = core.backend_fd,
-  BackendTimeout = core.backend_timeout,
+  BackendTimeout = function()
+    if sched.runnable() then return 0 end -- goroutines wait to run: Step(0) runs them
+    return core.backend_timeout()
+  end,
   LiveConns = core.live_conns,
 }
 

@@ -154,6 +154,9 @@ end
 
 function sched.current() return parkable() end
 
+-- Are coroutines ready to run (the next step must not wait)?
+function sched.runnable() return head <= tail end
+
 -- Nobody will wait on obj again (a stopped ticker): drop its waiters.
 function sched.forget(obj)
   waiters[obj] = nil
