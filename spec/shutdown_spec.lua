@@ -254,3 +254,35 @@ describe("issue 11: Server:Shutdown and RegisterOnShutdown", function()
     assert.has_error(function() srv.Shutdown({}) end)
   end)
 end)
+
+describe("issue 11: a wait nothing can ever wake", function()
+  local function run(src)
+    return support.run_child("lua5.4 -e " .. support.shell_quote(
+      "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path; " ..
+      "package.cpath = (os.getenv('LUAWS_BUILD') or 'build') .. '/?.so;' .. package.cpath; " ..
+      "ws = require 'luaws'; " .. src), 10)
+  end
+
+  it("fails with Go's deadlock error instead of hanging", function()
+    for _, src in ipairs({
+      "ws.Chan():Recv()",
+      "local ch = ws.Chan(); ws.Go(function() ch:Recv() end); ch:Recv()",
+      "local ch = ws.Chan(); ws.Go(function() ws.Sleep(0.05) end); ch:Send(1)",
+    }) do
+      local status, out = run(src)
+      assert.are_not.equal(0, status, src)
+      assert.matches("all goroutines are asleep %- deadlock!", out)
+    end
+  end)
+
+  it("a wait that a timer or a signal can still end is no deadlock", function()
+    local status, out = run("local ch = ws.Chan(1); ws.Go(function() ws.Sleep(0.1); ch:Send('t') end); print(ch:Recv())")
+    assert.are.equal(0, status, out)
+    assert.matches("^t\ttrue\n", out)
+    status, out = run("local ch = ws.Chan(1); ws.Notify(ch, 'SIGUSR1'); " ..
+      "local pid = require('luaws.core').getpid(); " ..
+      "ws.Go(function() ws.Sleep(0.1); os.execute('kill -USR1 ' .. pid) end); print(ch:Recv())")
+    assert.are.equal(0, status, out)
+    assert.matches("SIGUSR1", out, 1, true)
+  end)
+end)

@@ -199,7 +199,8 @@ static void step_timeout(uv_timer_t *t)
 
 /* core.step(timeout, ready) -> n: run the loop once, waiting at most timeout seconds
  * (nil, negative or math.huge: until something happens), then store the woken objects
- * in ready[1..n]. */
+ * in ready[1..n]. -1 instead when it would wait forever: no timeout and nothing that
+ * could ever wake the loop (no socket, timer, request, signal watcher or deferred work). */
 static int l_step(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
@@ -220,6 +221,11 @@ static int l_step(lua_State *L)
 	}
 	if (loop->nwoken || timeout == 0)
 		mode = UV_RUN_NOWAIT;
+	else if ((timeout < 0 || timeout_ms == LUAWS_NEVER) && !uv_loop_alive(&loop->uv) &&
+		 !loop->deferred && !loop->need_cancel) {
+		lua_pushinteger(L, -1);
+		return 1;
+	}
 	else if (timeout > 0 && timeout_ms != LUAWS_NEVER) {
 		uv_timer_start(&loop->step_timer, step_timeout, timeout_ms, 0);
 		timed = 1;

@@ -55,9 +55,9 @@ static int l_signal(lua_State *L)
 	uv_signal_init(&loop->uv, s->handle);
 	s->handle->data = s;
 	luaL_setmetatable(L, LUAWS_SIGNAL_MT);
+	/* referenced: a wait for nothing but a signal polls for it (libuv's run does not
+	 * poll at all when only unreferenced handles are left) */
 	uv_signal_start(s->handle, on_signal, signum);
-	/* a signal watcher alone does not keep the loop alive */
-	uv_unref((uv_handle_t *)s->handle);
 	return 1;
 }
 

@@ -96,6 +96,11 @@ function sched.step(timeout, done)
   run_ready()
   if done and done() then core.batch(false) return end
   local n = core.step(timeout, woken)
+  if n < 0 then
+    core.batch(false)
+    -- Go's runtime says the same (and exits): nothing can ever wake this wait
+    error("all goroutines are asleep - deadlock!", 0)
+  end
   for i = 1, n do
     local obj = woken[i]
     woken[i] = nil
