@@ -52,8 +52,11 @@ describe("issue 9: a completed close handshake closes TCP at once", function()
     end, 10), "the client did not finish: " .. support.output(child))
     assert(support.wait_for(function() return state.ended == N end, 5))
     -- the client keeps its sockets open: a server that lingers holds its side for 2 s
-    websocket.Sleep(0.5)
-    local after = open_fds()
-    assert(after <= before, ("%d descriptors open before the connections, %d after"):format(before, after))
+    local after
+    support.wait_for(function()
+      after = open_fds()
+      return after <= before
+    end, 1.5)
+    assert(after <= before, ("%d descriptors open before the connections, %d after 1.5 s"):format(before, after))
   end)
 end)
