@@ -5,6 +5,7 @@
 #   make test SANITIZE=1  the same under ASan/UBSan (with leak checking)
 #   make soak-asan        the 8 s churn soak under ASan with the leak checker
 #   make stress-asan      the write-path and slow-reader stress specs under ASan/UBSan
+#   make test-valgrind    the specs with lua5.4 under valgrind's memcheck (slow)
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
 LUA_VERSION ?= 5.4
@@ -84,6 +85,9 @@ soak-asan:
 stress-asan:
 	$(MAKE) test SANITIZE=1 BUSTED_ARGS=spec/issue9_writepath_spec.lua
 
+test-valgrind: $(CORE) $(UNIT)
+	LUAWS_BUILD=$(BUILD) LUAWS_SPEC_TIMEOUT=1200 $(BUSTED) --lua=$(CURDIR)/scripts/valgrind-lua $(BUSTED_ARGS)
+
 install: $(CORE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/luaws $(DESTDIR)$(LUA_SHAREDIR)/luaws
 	install -m 0755 $(CORE) $(DESTDIR)$(LUA_LIBDIR)/luaws/core.so
@@ -92,4 +96,4 @@ install: $(CORE)
 clean:
 	rm -rf build build-sanitize
 
-.PHONY: all unit test soak-asan stress-asan install clean
+.PHONY: all unit test soak-asan stress-asan test-valgrind install clean
