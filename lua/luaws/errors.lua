@@ -25,12 +25,26 @@ local close_names = {
   [1012] = "service restart", [1013] = "try again later", [1015] = "TLS handshake error",
 }
 
+-- "websocket: close <code> (<name>)" per code, built once: every connection ends with
+-- a CloseError, and formatting the number is most of what building one costs.
+local close_prefixes = {}
+
+local function close_prefix(code)
+  local p = close_prefixes[code]
+  if p then return p end
+  p = "websocket: close " .. code
+  if close_names[code] then p = p .. " (" .. close_names[code] .. ")" end
+  if math.type(code) == "integer" and code >= 0 and code <= 0xffff then
+    close_prefixes[code] = p -- the codes a close frame can carry: a bounded cache
+  end
+  return p
+end
+
 -- A close frame from the peer (or 1006 when the connection dropped without one).
 function M.CloseError(code, text)
-  local msg = "websocket: close " .. code
-  if close_names[code] then msg = msg .. " (" .. close_names[code] .. ")" end
-  if text and text ~= "" then msg = msg .. ": " .. text end
-  return M.new(msg, { code = code, text = text or "", close = true })
+  local msg = close_prefix(code)
+  if text and text ~= "" then msg = msg .. ": " .. text else text = "" end
+  return setmetatable({ code = code, text = text, close = true, msg = msg }, Error)
 end
 
 function M.HandshakeError(reason, status)
