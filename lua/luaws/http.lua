@@ -9,6 +9,8 @@ local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
 
+local find, sub = string.find, string.sub
+
 local M = {}
 
 local status_text = {
@@ -22,7 +24,7 @@ function M.StatusText(code) return status_text[code] or "" end
 
 -- Percent-decoding of a URL path ("%2F" stays a byte of the path, as in Go's URL.Path).
 local function unescape(s)
-  if not s:find("%", 1, true) then return s end
+  if not find(s, "%", 1, true) then return s end
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
@@ -31,8 +33,10 @@ local ResponseWriter = { __name = "luaws.ResponseWriter" }
 ResponseWriter.__index = ResponseWriter
 
 -- Its header and body tables are made on first use: an upgraded request needs neither.
+-- The nil fields size the table for what an upgrade or an answer adds.
 local function new_writer(req)
-  return setmetatable({ req = req, answered = false }, ResponseWriter)
+  return setmetatable({ req = req, answered = false, conn = nil, status = nil },
+    ResponseWriter)
 end
 
 -- Raise, at the caller of `method`, unless w is a ResponseWriter.
@@ -86,6 +90,21 @@ function M.finish(w)
   w.req:_respond(status, status_text[status] or "Status", header.flatten(h), body)
 end
 local finish = M.finish
+
+-- When the handler's coroutine ends (ok: it returned, not raised): answer what it left
+-- unanswered, or close its connection with 1011 if it failed.
+function ResponseWriter.__exit(w, ok)
+  if w.conn then
+    if not ok then conn.abort(w.conn, 1011, "internal server error") end
+  elseif not w.answered then
+    if not ok then
+      w.body, w.status = nil, nil
+      M.Error(w, "500 internal server error", 500)
+    else
+      finish(w)
+    end
+  end
+end
 
 -- Answer w's request with 101 and make it a WebSocket connection (for
 -- Upgrader:Upgrade) -> conn | nil, reason. The connection then belongs to w: dispatch
@@ -165,28 +184,21 @@ function M.dispatch(handler)
   end
   return function(req, method, target, headers, remote)
     local w = new_writer(req)
-    local path, query = target:match("^([^?]*)%??(.*)$")
+    local path, query = target, ""
+    local q = find(target, "?", 1, true)
+    if q then path, query = sub(target, 1, q - 1), sub(target, q + 1) end
+    local host = headers.host
+    if type(host) == "table" then host = host[1] end
     local r = {
       Method = method,
       URL = { Path = unescape(path), RawPath = path, RawQuery = query },
       Header = header.wrap(headers), -- names come lower case from C
-      Host = header.first(headers.host) or "",
+      Host = host or "",
       RemoteAddr = remote,
       Proto = "HTTP/1.1",
       RequestURI = target,
     }
-    sched.start(serve, function(ok)
-      if w.conn then
-        if not ok then conn.abort(w.conn, 1011, "internal server error") end
-      elseif not w.answered then
-        if not ok then
-          w.body, w.status = nil, nil
-          M.Error(w, "500 internal server error", 500)
-        else
-          finish(w)
-        end
-      end
-    end, w, r)
+    sched.start(serve, w, w, r) -- w's __exit runs when the handler ends
   end
 end
 

@@ -6,6 +6,8 @@ local core = require "luaws.core"
 local create, resume, yield, running, status =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 
+local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
+
 local sched = {}
 
 -- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
@@ -14,7 +16,7 @@ local woken = {}               -- filled by core.step
 local waiters = {}             -- C object -> the coroutine waiting on it
 local more_waiters = {}        -- C object -> list of further coroutines waiting on it
 local current = nil            -- the coroutine the scheduler is running
-local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> function(ok, err)
+local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> exit hook (sched.start)
 local PARKED = {}              -- what a coroutine parked by the scheduler yields
 
 function sched.ready(co, a, b)
@@ -40,7 +42,12 @@ local function run(co, a, b)
     local hook = on_exit[co]
     if hook then
       on_exit[co] = nil
-      local hok, herr = pcall(hook, ok, err)
+      local hok, herr
+      if type(hook) == "function" then
+        hok, herr = pcall(hook, ok, err)
+      else
+        hok, herr = pcall(getmetatable(hook).__exit, hook, ok, err)
+      end
       if not hok then io.stderr:write("luaws: error in exit hook: ", tostring(herr), "\n") end
     end
   end
@@ -72,7 +79,9 @@ function sched.go(fn, ...)
 end
 
 -- Start fn(...) now, in a new coroutine, until it first blocks (server handlers: lws
--- needs the upgrade decided before its callback returns).
+-- needs the upgrade decided before its callback returns). When the coroutine ends, hook
+-- runs: a function(ok, err), or an object whose metatable's __exit(obj, ok, err) is
+-- called (the server's, so no closure is made per request).
 function sched.start(fn, hook, ...)
   local co = create(fn)
   if hook then on_exit[co] = hook end
