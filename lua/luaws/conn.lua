@@ -20,7 +20,8 @@ local states = setmetatable({}, { __mode = "k" })
 local function state(c)
   local st = states[c]
   if not st then
-    st = { write_buffer = 4096, plain = true }
+    -- the nil fields size the table for what every connection's reads add
+    st = { write_buffer = 4096, plain = true, reader = nil, read_err = nil }
     states[c] = st
   end
   return st
