@@ -129,7 +129,8 @@ end
 -- has_token(h, name, token): does the comma-separated header name hold token (given in
 -- lower case; the header's case does not matter)?
 function M.has_token(h, name, token)
-  local v = lookup(h, name)
+  local v = rawget(h, name) -- lookup's first step, without the call
+  if v == nil then v = lookup(h, name) end
   -- the common cases, one value that is just the token, without building a list
   if v == token then return true end
   if type(v) == "string" and #v == #token and lower(v) == token then return true end

@@ -9,6 +9,8 @@ local http = require "luaws.http"
 
 local M = {}
 
+local has_token = header.has_token
+
 -- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
 -- WriteBufferSize=, Error=}
 local Upgrader = { __name = "luaws.Upgrader" }
@@ -93,16 +95,17 @@ function Upgrader:Upgrade(w, r, response_header)
     error("bad argument #3 to 'Upgrade' (header table expected)", 2)
   end
   local bad = "the client is not using the websocket protocol: "
-  if not header.has_token(r.Header, "connection", "upgrade") then
+  local hdr = r.Header
+  if not has_token(hdr, "connection", "upgrade") then
     return self:returnError(w, r, 400, bad .. "'upgrade' token not found in 'Connection' header")
   end
-  if not header.has_token(r.Header, "upgrade", "websocket") then
+  if not has_token(hdr, "upgrade", "websocket") then
     return self:returnError(w, r, 400, bad .. "'websocket' token not found in 'Upgrade' header")
   end
   if r.Method ~= "GET" then
     return self:returnError(w, r, 405, bad .. "request method is not GET")
   end
-  if not header.has_token(r.Header, "sec-websocket-version", "13") then
+  if not has_token(hdr, "sec-websocket-version", "13") then
     return self:returnError(w, r, 400,
       "unsupported version: 13 not found in 'Sec-Websocket-Version' header")
   end
@@ -119,7 +122,10 @@ function Upgrader:Upgrade(w, r, response_header)
   if key == "" then
     return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
   end
-  local sub = select_subprotocol(self, r, response_header)
+  local sub
+  if response_header or self.Subprotocols then
+    sub = select_subprotocol(self, r, response_header)
+  end
   local extra
   if rh then
     rh:Del("Sec-Websocket-Protocol")
