@@ -22,8 +22,8 @@ CC ?= cc
 OPT ?= -O2 -g
 WARN = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS += $(OPT) $(WARN) -std=gnu11 -fPIC -fvisibility=hidden \
-	$(shell $(PKG_CONFIG) --cflags $(LUA_PC) libwebsockets libuv libcrypto)
-LIBS = $(shell $(PKG_CONFIG) --libs libwebsockets libuv libcrypto) -lm
+	$(shell $(PKG_CONFIG) --cflags $(LUA_PC) libwebsockets libuv)
+LIBS = $(shell $(PKG_CONFIG) --libs libwebsockets libuv) -lm
 LDFLAGS += -shared
 
 ifeq ($(SANITIZE),1)

@@ -19,7 +19,6 @@ dependencies = {
 external_dependencies = {
   LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
   LIBUV = { header = "uv.h", library = "uv" },
-  OPENSSL = { header = "openssl/sha.h", library = "crypto" },
 }
 build = {
   type = "builtin",
@@ -32,9 +31,9 @@ build = {
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv", "crypto", "m" },
-      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "websockets", "uv", "m" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)" },
       defines = {},
     },
     ["luaws"] = "lua/luaws/init.lua",

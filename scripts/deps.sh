@@ -2,7 +2,7 @@
 # Install (as root, with apt) what luaws needs to build, run and be tested on Debian 12.
 set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev
-      libwebsockets-evlib-uv libuv1-dev libssl-dev luarocks lua-busted lua-cjson
+      libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -8,9 +8,6 @@
 #include <ctype.h>
 #include <stdint.h>
 
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-
 #include "luaws.h"
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -198,9 +195,8 @@ void luaws_ws_accept(const char *key, char out[32])
 		kl = sizeof(buf) - sizeof(ws_guid);
 	memcpy(buf, key, kl);
 	memcpy(buf + kl, ws_guid, sizeof(ws_guid) - 1);
-	/* OpenSSL's SHA-1 (lws's own C version cost ~6k instructions per handshake) */
-	SHA1(buf, kl + sizeof(ws_guid) - 1, md);
-	EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
+	lws_SHA1(buf, kl + sizeof(ws_guid) - 1, md);
+	lws_b64_encode_string((const char *)md, 20, out, 32);
 }
 
 /* A fresh Sec-WebSocket-Key: 16 random bytes in base64 (24 characters). */
