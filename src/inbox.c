@@ -5,8 +5,11 @@
  * before it is whole; what it leaves is discarded as it arrives. Pure: no sockets, no
  * Lua, so the unit specs drive it directly.
  *
- * A large buffer comes from and goes back to a spare one the caller keeps (the loop's),
- * so that big messages do not cost a malloc/free (and an mmap/munmap) each.
+ * Large buffers come from and go back to a pool the caller keeps (one per loop, a few
+ * buffers of bounded total size, as gorilla pools its buffers), so that big messages
+ * cost no malloc/free each: freeing them let glibc hand the top of the heap back to the
+ * kernel and take it again, a page fault per 4 KiB of every message (benchmark d ran at
+ * two thirds of its speed whenever that happened).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +19,9 @@
 #define RECORD_HEADER (1 + sizeof(size_t))
 /* Buffers up to this size stay with their inbox when it empties. */
 #define SMALL_INBOX (64 * 1024)
-/* The spare buffer keeps at most this much. */
-#define SPARE_MAX (64 * 1024 * 1024)
+/* The pool keeps no buffer larger than this, and at most POOL_BYTES in all. */
+#define POOL_BUF_MAX (16 * 1024 * 1024)
+#define POOL_BYTES (32 * 1024 * 1024)
 
 void luaws_inbox_init(luaws_inbox *in)
 {
@@ -38,43 +42,63 @@ static size_t record_len(const luaws_inbox *in, size_t off)
 	return len;
 }
 
-/* Room for extra more bytes. An empty inbox that must grow past SMALL_INBOX takes the
- * spare buffer when it is big enough. */
-static int reserve(luaws_inbox *in, size_t extra, luaws_buf *spare)
+/* Room for extra more bytes. An inbox that holds no more than a record header (empty,
+ * or a message whose header came alone in its read) and must grow past SMALL_INBOX
+ * takes the smallest pooled buffer that is big enough, with what it holds. */
+static int reserve(luaws_inbox *in, size_t extra, luaws_inbox_pool *pool)
 {
 	luaws_buf *b = &in->buf;
+	int i, best = -1;
 	if (b->len + extra <= b->cap)
 		return 0;
-	if (spare && b->len == 0 && extra > SMALL_INBOX && spare->cap >= extra) {
-		free(b->data);
-		*b = *spare;
-		b->len = 0;
-		memset(spare, 0, sizeof(*spare));
+	if (pool && b->len <= RECORD_HEADER && extra > SMALL_INBOX) {
+		for (i = 0; i < pool->n; i++)
+			if (pool->bufs[i].cap >= b->len + extra &&
+			    (best < 0 || pool->bufs[i].cap < pool->bufs[best].cap))
+				best = i;
+	}
+	if (best >= 0) {
+		luaws_buf was = *b;
+		*b = pool->bufs[best];
+		pool->bytes -= b->cap;
+		pool->bufs[best] = pool->bufs[--pool->n];
+		if (was.len)
+			memcpy(b->data, was.data, was.len);
+		b->len = was.len;
+		free(was.data);
 		return 0;
 	}
 	return luaws_buf_reserve(b, extra);
 }
 
-/* The inbox is empty again: a large buffer goes to the spare (the larger one is kept)
- * or is freed. */
-static void release(luaws_inbox *in, luaws_buf *spare)
+/* The inbox is empty again: a large buffer goes to the pool when there is room, else
+ * is freed. */
+static void release(luaws_inbox *in, luaws_inbox_pool *pool)
 {
 	luaws_buf *b = &in->buf;
 	if (b->cap <= SMALL_INBOX)
 		return;
-	if (spare && b->cap > spare->cap && b->cap <= SPARE_MAX) {
-		luaws_buf_free(spare);
-		*spare = *b;
-		spare->len = 0;
+	if (pool && pool->n < LUAWS_INBOX_POOL && b->cap <= POOL_BUF_MAX &&
+	    pool->bytes + b->cap <= POOL_BYTES) {
+		b->len = 0;
+		pool->bufs[pool->n++] = *b;
+		pool->bytes += b->cap;
 		memset(b, 0, sizeof(*b));
 	} else
 		luaws_buf_free(b);
 }
 
-int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_buf *spare)
+void luaws_inbox_pool_free(luaws_inbox_pool *pool)
+{
+	while (pool->n)
+		luaws_buf_free(&pool->bufs[--pool->n]);
+	pool->bytes = 0;
+}
+
+int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_inbox_pool *pool)
 {
 	luaws_buf *b = &in->buf;
-	if (reserve(in, RECORD_HEADER + hint, spare))
+	if (reserve(in, RECORD_HEADER + hint, pool))
 		return -1;
 	in->partial = b->len;
 	in->discarding = 0;
@@ -84,12 +108,13 @@ int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_buf *spare)
 	return 0;
 }
 
-int luaws_inbox_append(luaws_inbox *in, const unsigned char *p, size_t n, luaws_buf *spare)
+int luaws_inbox_append(luaws_inbox *in, const unsigned char *p, size_t n,
+		       luaws_inbox_pool *pool)
 {
 	luaws_buf *b = &in->buf;
 	if (!n || in->discarding)
 		return 0;
-	if (reserve(in, n, spare))
+	if (reserve(in, n, pool))
 		return -1;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
@@ -161,7 +186,7 @@ size_t luaws_inbox_peek(const luaws_inbox *in, size_t max, const unsigned char *
 }
 
 /* Drop the head record (whole and consumed). */
-static void pop(luaws_inbox *in, luaws_buf *spare)
+static void pop(luaws_inbox *in, luaws_inbox_pool *pool)
 {
 	luaws_buf *b = &in->buf;
 	in->head += RECORD_HEADER + record_len(in, in->head);
@@ -169,7 +194,7 @@ static void pop(luaws_inbox *in, luaws_buf *spare)
 	in->taken = 0;
 	if (in->head == b->len) {
 		in->head = b->len = 0;
-		release(in, spare);
+		release(in, pool);
 	} else if (in->head > b->cap / 2) {
 		memmove(b->data, b->data + in->head, b->len - in->head);
 		b->len -= in->head;
@@ -179,13 +204,13 @@ static void pop(luaws_inbox *in, luaws_buf *spare)
 	}
 }
 
-int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_buf *spare)
+int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_inbox_pool *pool)
 {
 	in->taken += n;
 	if (in->msgs) {
 		if (in->taken < record_len(in, in->head))
 			return 0;
-		pop(in, spare);
+		pop(in, pool);
 		return 1;
 	}
 	if (partial_at_head(in) && in->taken == in->buf.len - in->partial - RECORD_HEADER) {
@@ -196,10 +221,10 @@ int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_buf *spare)
 	return 0;
 }
 
-void luaws_inbox_discard(luaws_inbox *in, luaws_buf *spare)
+void luaws_inbox_discard(luaws_inbox *in, luaws_inbox_pool *pool)
 {
 	if (in->msgs) {
-		pop(in, spare);
+		pop(in, pool);
 	} else if (partial_at_head(in)) {
 		in->buf.len = in->partial + RECORD_HEADER;
 		in->taken = 0;

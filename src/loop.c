@@ -364,7 +364,7 @@ static int loop_gc(lua_State *L)
 	uv_loop_close(&loop->uv);
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
-	luaws_buf_free(&loop->spare_in);
+	luaws_inbox_pool_free(&loop->rx_pool);
 	luaws_batch_free(loop);
 	return 0;
 }

@@ -56,8 +56,8 @@ int luaws_buf_append(luaws_buf *b, const void *p, size_t n);
 int luaws_buf_printf(luaws_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void luaws_buf_free(luaws_buf *b);
 
-/* inbox.c: received messages waiting for the reader (see there). spare: a buffer the
- * caller keeps for big messages (or NULL). */
+/* inbox.c: received messages waiting for the reader (see there). pool: big buffers
+ * the caller keeps for big messages (or NULL). */
 #define LUAWS_NO_PARTIAL ((size_t)-1)
 typedef struct luaws_inbox {
 	luaws_buf buf;     /* records: type byte, size_t length, payload */
@@ -68,11 +68,18 @@ typedef struct luaws_inbox {
 	int discarding;    /* the partial record's bytes are dropped as they arrive */
 } luaws_inbox;
 
+#define LUAWS_INBOX_POOL 8
+typedef struct luaws_inbox_pool {
+	luaws_buf bufs[LUAWS_INBOX_POOL];
+	int n;
+	size_t bytes;
+} luaws_inbox_pool;
+
 void luaws_inbox_init(luaws_inbox *in);
 void luaws_inbox_free(luaws_inbox *in);
 /* A message of this type starts arriving (hint: bytes that come with it). -1: no memory */
-int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_buf *spare);
-int luaws_inbox_append(luaws_inbox *in, const unsigned char *p, size_t n, luaws_buf *spare);
+int luaws_inbox_begin(luaws_inbox *in, int type, size_t hint, luaws_inbox_pool *pool);
+int luaws_inbox_append(luaws_inbox *in, const unsigned char *p, size_t n, luaws_inbox_pool *pool);
 /* The arriving message is complete: 1 when it is now readable (0: it was discarded). */
 int luaws_inbox_finish(luaws_inbox *in);
 void luaws_inbox_drop_partial(luaws_inbox *in);
@@ -82,12 +89,13 @@ int luaws_inbox_head_type(const luaws_inbox *in);
 /* Up to max bytes of that message not taken yet (*p), without taking them. */
 size_t luaws_inbox_peek(const luaws_inbox *in, size_t max, const unsigned char **p);
 /* Take n of them: 1 when that ended the message. */
-int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_buf *spare);
+int luaws_inbox_consume(luaws_inbox *in, size_t n, luaws_inbox_pool *pool);
 /* Drop the head message (an arriving one: the rest of it as it comes). */
-void luaws_inbox_discard(luaws_inbox *in, luaws_buf *spare);
+void luaws_inbox_discard(luaws_inbox *in, luaws_inbox_pool *pool);
 size_t luaws_inbox_unread(const luaws_inbox *in);
 /* Drop the first whole message longer than limit and everything after it: 1 if any. */
 int luaws_inbox_cut_over(luaws_inbox *in, size_t limit);
+void luaws_inbox_pool_free(luaws_inbox_pool *pool);
 
 /* frame.c: the wire format */
 typedef struct luaws_frame_parser {
@@ -133,7 +141,7 @@ typedef struct luaws_loop {
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
 	luaws_buf scratch;        /* a client frame being masked */
-	luaws_buf spare_in;       /* a large emptied inbox, for the next conn that needs one */
+	luaws_inbox_pool rx_pool; /* large emptied inbox buffers, for the next big messages */
 	int need_cancel;          /* lws was called from outside its callbacks */
 	uv_idle_t *lws_idle;      /* lws's own idle handle, which re-arms its timers */
 	struct luaws_batch *batch; /* sender.c: small frames gathered while coroutines run */

@@ -30,10 +30,16 @@ void luaws_receiver_free(luaws_receiver *rx)
 	luaws_buf_free(&rx->ctl_in);
 }
 
-static luaws_buf *spare(luaws_conn *c)
+static luaws_inbox_pool *pool(luaws_conn *c)
 {
-	return c->loop->closing ? NULL : &c->loop->spare_in;
+	return c->loop->closing ? NULL : &c->loop->rx_pool;
 }
+
+/* Room reserved for a message when its first frame begins: the whole frame, up to
+ * this, so that it is not grown (and copied) piece by piece and big messages take a
+ * pooled buffer. Not more: a header alone must not make a connection allocate more
+ * than the unread bytes it may hold anyway before reading pauses (conn.c). */
+#define FIRST_RESERVE (256 * 1024)
 
 /* A chunk of a text or binary message. */
 static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
@@ -44,26 +50,29 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 		if (ev->opcode) {
 			rx->msg_len = 0;
 			memset(rx->utf8, 0, sizeof(rx->utf8));
-			if (luaws_inbox_begin(&c->inbox, ev->opcode, ev->len, spare(c)))
-				return luaws_conn_fail(c, 1011, "out of memory");
 		}
 		/* refused on what the header claims, before any of the payload */
 		if (rx->read_limit > 0 && rx->msg_len + ev->frame_len > (uint64_t)rx->read_limit)
 			return luaws_conn_fail_read_limit(c);
+		if (ev->opcode &&
+		    luaws_inbox_begin(&c->inbox, ev->opcode,
+				      ev->frame_len < FIRST_RESERVE ? (size_t)ev->frame_len :
+								      FIRST_RESERVE,
+				      pool(c)))
+			return luaws_conn_fail(c, 1011, "out of memory");
 	}
 	rx->msg_len += ev->len;
 	if (luaws_inbox_partial_type(&c->inbox) == 1 &&
 	    (!luaws_utf8_valid(rx->utf8, ev->data, ev->len) || (final && rx->utf8[0])))
 		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
-	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, spare(c)))
+	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, pool(c)))
 		return luaws_conn_fail(c, 1011, "out of memory");
-	if (final)
-		{
+	if (final) {
 		if (luaws_inbox_finish(&c->inbox))
 			luaws_conn_received(c);
-	}
-	else if (c->streaming && ev->len)
+	} else if (c->streaming && ev->len) {
 		luaws_conn_received(c);
+	}
 	return 0;
 }
 

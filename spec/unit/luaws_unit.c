@@ -15,7 +15,7 @@
 
 #define PARSER_MT "luaws_unit.Parser"
 #define INBOX_MT "luaws_unit.Inbox"
-#define BUF_MT "luaws_unit.Buf"
+#define POOL_MT "luaws_unit.Pool"
 
 /* A copy of s (n bytes) at offset off of a fresh allocation of off + n bytes. */
 static unsigned char *unit_copy(lua_State *L, const char *s, size_t n, size_t off,
@@ -151,43 +151,62 @@ static int unit_utf8(lua_State *L)
 	return 2;
 }
 
-/* A luaws_buf of its own, to hand to the inbox as its spare. */
-static luaws_buf *unit_checkbuf(lua_State *L, int arg)
+/* A pool of big buffers of its own, to hand to the inbox. */
+static luaws_inbox_pool *unit_checkpool(lua_State *L, int arg)
 {
-	return luaL_checkudata(L, arg, BUF_MT);
+	return luaL_checkudata(L, arg, POOL_MT);
 }
 
-static luaws_buf *unit_optbuf(lua_State *L, int arg)
+static luaws_inbox_pool *unit_optpool(lua_State *L, int arg)
 {
-	return lua_isnoneornil(L, arg) ? NULL : unit_checkbuf(L, arg);
+	return lua_isnoneornil(L, arg) ? NULL : unit_checkpool(L, arg);
 }
 
-/* unit.buf([cap]) -> an empty buffer with room for at least cap bytes */
-static int unit_buf_new(lua_State *L)
+/* unit.pool() -> an empty pool */
+static int unit_pool_new(lua_State *L)
 {
-	lua_Integer cap = luaL_optinteger(L, 1, 0);
-	luaws_buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
-	memset(b, 0, sizeof(*b));
-	luaL_setmetatable(L, BUF_MT);
-	luaL_argcheck(L, cap >= 0, 1, "capacity must not be negative");
-	if (cap && luaws_buf_reserve(b, (size_t)cap))
-		return luaL_error(L, "out of memory");
+	luaws_inbox_pool *pool = lua_newuserdatauv(L, sizeof(*pool), 0);
+	memset(pool, 0, sizeof(*pool));
+	luaL_setmetatable(L, POOL_MT);
 	return 1;
 }
 
-/* b:info() -> cap, len, address of the storage (0: none) */
-static int unit_buf_info(lua_State *L)
+/* pool:stock(cap): add a buffer with room for cap bytes (as if an inbox gave it back) */
+static int unit_pool_stock(lua_State *L)
 {
-	luaws_buf *b = unit_checkbuf(L, 1);
-	lua_pushinteger(L, (lua_Integer)b->cap);
-	lua_pushinteger(L, (lua_Integer)b->len);
-	lua_pushinteger(L, (lua_Integer)(uintptr_t)b->data);
-	return 3;
+	luaws_inbox_pool *pool = unit_checkpool(L, 1);
+	lua_Integer cap = luaL_checkinteger(L, 2);
+	luaws_buf b = {0};
+	luaL_argcheck(L, cap > 0, 2, "capacity must be positive");
+	luaL_argcheck(L, pool->n < LUAWS_INBOX_POOL, 1, "pool is full");
+	if (luaws_buf_reserve(&b, (size_t)cap))
+		return luaL_error(L, "out of memory");
+	pool->bufs[pool->n++] = b;
+	pool->bytes += b.cap;
+	return 0;
 }
 
-static int unit_buf_gc(lua_State *L)
+/* pool:info() -> total bytes, { {cap =, data = address}, ... } */
+static int unit_pool_info(lua_State *L)
 {
-	luaws_buf_free(unit_checkbuf(L, 1));
+	luaws_inbox_pool *pool = unit_checkpool(L, 1);
+	int i;
+	lua_pushinteger(L, (lua_Integer)pool->bytes);
+	lua_createtable(L, pool->n, 0);
+	for (i = 0; i < pool->n; i++) {
+		lua_createtable(L, 0, 2);
+		lua_pushinteger(L, (lua_Integer)pool->bufs[i].cap);
+		lua_setfield(L, -2, "cap");
+		lua_pushinteger(L, (lua_Integer)(uintptr_t)pool->bufs[i].data);
+		lua_setfield(L, -2, "data");
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 2;
+}
+
+static int unit_pool_gc(lua_State *L)
+{
+	luaws_inbox_pool_free(unit_checkpool(L, 1));
 	return 0;
 }
 
@@ -211,25 +230,25 @@ static int unit_inbox_gc(lua_State *L)
 	return 0;
 }
 
-/* in:begin(type [, hint [, spare]]) -> true, or false when out of memory */
+/* in:begin(type [, hint [, pool]]) -> true, or false when out of memory */
 static int unit_inbox_begin(lua_State *L)
 {
 	luaws_inbox *in = unit_checkinbox(L);
 	int type = (int)luaL_checkinteger(L, 2);
 	lua_Integer hint = luaL_optinteger(L, 3, 0);
 	luaL_argcheck(L, hint >= 0, 3, "hint must not be negative");
-	lua_pushboolean(L, luaws_inbox_begin(in, type, (size_t)hint, unit_optbuf(L, 4)) == 0);
+	lua_pushboolean(L, luaws_inbox_begin(in, type, (size_t)hint, unit_optpool(L, 4)) == 0);
 	return 1;
 }
 
-/* in:append(bytes [, spare]) -> true, or false when out of memory */
+/* in:append(bytes [, pool]) -> true, or false when out of memory */
 static int unit_inbox_append(lua_State *L)
 {
 	luaws_inbox *in = unit_checkinbox(L);
 	size_t n;
 	const char *s = luaL_checklstring(L, 2, &n);
 	lua_pushboolean(L, luaws_inbox_append(in, (const unsigned char *)s, n,
-					      unit_optbuf(L, 3)) == 0);
+					      unit_optpool(L, 3)) == 0);
 	return 1;
 }
 
@@ -270,20 +289,20 @@ static int unit_inbox_peek(lua_State *L)
 	return 1;
 }
 
-/* in:consume(n [, spare]) -> true when that ended the message */
+/* in:consume(n [, pool]) -> true when that ended the message */
 static int unit_inbox_consume(lua_State *L)
 {
 	luaws_inbox *in = unit_checkinbox(L);
 	lua_Integer n = luaL_checkinteger(L, 2);
 	luaL_argcheck(L, n >= 0, 2, "count must not be negative");
-	lua_pushboolean(L, luaws_inbox_consume(in, (size_t)n, unit_optbuf(L, 3)));
+	lua_pushboolean(L, luaws_inbox_consume(in, (size_t)n, unit_optpool(L, 3)));
 	return 1;
 }
 
 static int unit_inbox_discard(lua_State *L)
 {
 	luaws_inbox *in = unit_checkinbox(L);
-	luaws_inbox_discard(in, unit_optbuf(L, 2));
+	luaws_inbox_discard(in, unit_optpool(L, 2));
 	return 0;
 }
 
@@ -366,8 +385,9 @@ UNIT_EXPORT int luaopen_luaws_unit(lua_State *L)
 		{ "state", unit_inbox_state },
 		{ NULL, NULL },
 	};
-	static const luaL_Reg buf_methods[] = {
-		{ "info", unit_buf_info },
+	static const luaL_Reg pool_methods[] = {
+		{ "stock", unit_pool_stock },
+		{ "info", unit_pool_info },
 		{ NULL, NULL },
 	};
 	static const luaL_Reg functions[] = {
@@ -376,14 +396,16 @@ UNIT_EXPORT int luaopen_luaws_unit(lua_State *L)
 		{ "mask", unit_mask },
 		{ "utf8", unit_utf8 },
 		{ "inbox", unit_inbox_new },
-		{ "buf", unit_buf_new },
+		{ "pool", unit_pool_new },
 		{ NULL, NULL },
 	};
 	unit_new_type(L, PARSER_MT, parser_methods, NULL);
 	unit_new_type(L, INBOX_MT, inbox_methods, unit_inbox_gc);
-	unit_new_type(L, BUF_MT, buf_methods, unit_buf_gc);
+	unit_new_type(L, POOL_MT, pool_methods, unit_pool_gc);
 	luaL_newlib(L, functions);
 	lua_pushinteger(L, (lua_Integer)(1 + sizeof(size_t)));
 	lua_setfield(L, -2, "RECORD_HEADER");
+	lua_pushinteger(L, LUAWS_INBOX_POOL);
+	lua_setfield(L, -2, "POOL_BUFFERS");
 	return 1;
 }
