@@ -36,3 +36,49 @@ print("idle", ws.BackendTimeout())
     assert.matches("idle\t%-1", out)
   end)
 end)
+
+-- The hosts below each run examples/embed/<host>.lua in a child process: its main chunk
+-- only starts luaws's echo_pair (a server, and a client goroutine sending 5 messages with
+-- a 50 ms websocket.Sleep after each) and then runs the host's own loop, which drives
+-- luaws through BackendFd/BackendTimeout/Step alone. The sleeps make BackendTimeout
+-- matter: a host that ignored it would stall until the test's limit; one that spun would
+-- show thousands of wake-ups.
+local COUNT, GAP = 5, 0.05
+
+local function check_host_output(status, out, echoed_lines)
+  assert.are.equal(0, status, out)
+  for _ = 1, echoed_lines or 1 do
+    local echoed, wakeups, elapsed
+    echoed, wakeups, elapsed, out = out:match("echoed (%d+), wakeups (%d+), elapsed ([%d.]+)(.*)$")
+    assert.is_truthy(echoed, "no result line in:\n" .. tostring(out))
+    assert.are.equal(COUNT, tonumber(echoed))
+    -- each message takes a handful of steps (dial, write, echo, timer); a spin takes
+    -- thousands in 0.25 s
+    assert.is_true(tonumber(wakeups) < 40 * COUNT, "wake-ups: " .. wakeups)
+    -- the sleeps were honoured, and no wake-up was missed (nothing else would end a wait)
+    assert.is_true(tonumber(elapsed) >= COUNT * GAP * 0.9, "elapsed " .. elapsed)
+    assert.is_true(tonumber(elapsed) < COUNT * GAP + 2, "elapsed " .. elapsed)
+  end
+end
+
+local function run_host(script)
+  return support.run_child(("lua5.4 examples/embed/%s %d %g"):format(script, COUNT, GAP), 20)
+end
+
+describe("issue 11: embedded in cqueues", function()
+  it("steps luaws as a pollable object (pollfd, events, timeout) in a cqueues coroutine", function()
+    check_host_output(run_host("cqueues_host.lua"))
+  end)
+end)
+
+describe("issue 11: embedded in libevent (luaevent)", function()
+  it("steps luaws from a read event on BackendFd and a timer re-armed from BackendTimeout", function()
+    check_host_output(run_host("luaevent_host.lua"))
+  end)
+end)
+
+describe("issue 11: embedded in LuaSocket's select", function()
+  it("steps luaws after socket.select on a getfd wrapper with BackendTimeout as the timeout", function()
+    check_host_output(run_host("socket_select_host.lua"))
+  end)
+end)
