@@ -6,6 +6,8 @@
 #   make soak-asan        the 8 s churn soak under ASan with the leak checker
 #   make stress-asan      the write-path and slow-reader stress specs under ASan/UBSan
 #   make test-valgrind    the specs with lua5.4 under valgrind's memcheck (slow)
+#   make embed            build/embed-host: examples/embed/host.c, a C epoll loop embedding
+#                         Lua and luaws in two Lua states
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
 LUA_VERSION ?= 5.4
@@ -69,7 +71,16 @@ $(UNIT): $(UNIT_OBJ)
 
 unit: $(UNIT)
 
-test: $(CORE) $(UNIT)
+# An example host program, never installed: links Lua itself; luaws.core is loaded from
+# the same build directory
+EMBED = $(BUILD)/embed-host
+$(EMBED): examples/embed/host.c $(CORE)
+	$(CC) $(filter-out -fPIC -fvisibility=hidden,$(CFLAGS)) -o $@ $< \
+		$(shell $(PKG_CONFIG) --libs $(LUA_PC)) -lm
+
+embed: $(EMBED)
+
+test: $(CORE) $(UNIT) $(EMBED)
 	LUAWS_BUILD=$(BUILD) $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
 # The churn soak, 8 s, under ASan/UBSan with the leak checker (CI runs it).
@@ -96,4 +107,4 @@ install: $(CORE)
 clean:
 	rm -rf build build-sanitize
 
-.PHONY: all unit test soak-asan stress-asan test-valgrind install clean
+.PHONY: all unit embed test soak-asan stress-asan test-valgrind install clean

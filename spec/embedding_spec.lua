@@ -82,3 +82,19 @@ describe("issue 11: embedded in LuaSocket's select", function()
     check_host_output(run_host("socket_select_host.lua"))
   end)
 end)
+
+describe("issue 11: embedded in a C program's epoll loop", function()
+  it("runs two Lua states with luaws, one epoll loop watching both BackendFds, and exits 0", function()
+    local build = os.getenv("LUAWS_BUILD") or "build"
+    local make = "make -s embed" .. (build == "build-sanitize" and " SANITIZE=1" or "")
+    local status, out = support.run_child(make, 120)
+    assert.are.equal(0, status, out)
+    -- under SANITIZE=1 the host is an ASan executable itself: give it the suppressions
+    local env = build == "build-sanitize"
+      and "LSAN_OPTIONS=suppressions=spec/lsan.supp:print_suppressions=0 " or ""
+    status, out = support.run_child(("%s%s/embed-host %d %g"):format(env, build, COUNT, GAP), 20)
+    assert.matches("state 0: echoed", out, 1, true)
+    assert.matches("state 1: echoed", out, 1, true)
+    check_host_output(status, out, 2)
+  end)
+end)
