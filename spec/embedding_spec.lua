@@ -98,3 +98,44 @@ describe("issue 11: embedded in a C program's epoll loop", function()
     check_host_output(status, out, 2)
   end)
 end)
+
+describe("issue 11: embedded in Prosody", function()
+  it("steps luaws from a Prosody 0.12 plugin with net.server's watchfd and util.timer", function()
+    -- a Prosody of its own: config, data and pidfile in a temp dir, no listening ports
+    -- (its services activate "on no ports"), no TLS; the plugin shuts it down when done
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. support.shell_quote(dir .. "/certs")))
+    finally(function() os.execute("rm -rf " .. support.shell_quote(dir)) end)
+    local root = support.sh_output("pwd")
+    local cfg = assert(io.open(dir .. "/prosody.cfg.lua", "w"))
+    cfg:write(([[
+run_as_root = true -- CI containers run as root; it changes nothing else
+pidfile = %q
+data_path = %q
+certificates = %q
+log = { { levels = { min = "info" }, to = "console" } }
+network_backend = "epoll"
+interfaces = { "127.0.0.1" }
+local_interfaces = { "127.0.0.1" }
+c2s_ports = {}
+s2s_ports = {}
+c2s_direct_tls_ports = {}
+s2s_direct_tls_ports = {}
+legacy_ssl_ports = {}
+plugin_paths = { %q }
+modules_enabled = { "luaws_echo" }
+VirtualHost "localhost"
+]]):format(dir .. "/prosody.pid", dir, dir .. "/certs", root .. "/examples/embed/prosody"))
+    cfg:close()
+    -- through lua5.4 (Prosody's own interpreter): a sanitizer run keeps its runtime
+    local status, out = support.run_child(("cd %s && LUAWS_ROOT=%s LUAWS_BUILD=%s " ..
+      "LUAWS_ECHO_COUNT=%d LUAWS_ECHO_GAP=%g lua5.4 /usr/bin/prosody -F --config %s"):format(
+      support.shell_quote(dir), support.shell_quote(root),
+      support.shell_quote(os.getenv("LUAWS_BUILD") or "build"), COUNT, GAP,
+      support.shell_quote(dir .. "/prosody.cfg.lua")), 30)
+    assert.matches("Shutting down: luaws echo done", out, 1, true)
+    assert.matches("Shutdown complete", out, 1, true)
+    check_host_output(status, out)
+  end)
+end)
