@@ -363,6 +363,7 @@ static int l_dial(lua_State *L)
 			return luaL_error(L, "luaws: out of memory");
 		uv_timer_init(&loop->uv, d->timer);
 		d->timer->data = d;
+		uv_update_time(&loop->uv); /* from now, not from the last loop turn */
 		uv_timer_start(d->timer, dial_timeout, luaws_ms(timeout), 0);
 	}
 	memset(&hints, 0, sizeof(hints));

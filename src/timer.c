@@ -60,6 +60,9 @@ static int l_start(lua_State *L)
 		uv_timer_stop(t->handle);
 		return 0;
 	}
+	/* from now, not from libuv's cached time of the last loop turn (a goroutine that
+	 * runs before the loop turns again would sleep too short) */
+	uv_update_time(t->handle->loop);
 	uv_timer_start(t->handle, on_timer, after_ms, every_ms == LUAWS_NEVER ? 0 : every_ms);
 	return 0;
 }
