@@ -171,3 +171,29 @@ print(("slept %.3f"):format(elapsed))
     assert.is_true(slept >= 0.19, out)
   end)
 end)
+
+describe("issue 11: a blocking call outside a goroutine while a host runs the loop", function()
+  it("raises a clear error instead of running the loop itself; goroutines still block", function()
+    local status, out = support.run_child("lua5.4 -e " .. support.shell_quote([[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+local ws = require "luaws"
+ws.Sleep(0.01) -- no host yet: the main chunk drives the loop itself
+print("before the host: ok")
+ws.BackendFd() -- a host takes over
+local ok, err = pcall(ws.Sleep, 0.01)
+print("Sleep:", ok, err)
+ok, err = pcall(function() return ws.Chan():Recv() end)
+print("Recv:", ok, err)
+local done = false
+ws.Go(function() ws.Sleep(0.05); done = true end)
+while not done do ws.Step(0.1) end
+print("goroutine: ok")
+]]), 20)
+    assert.are.equal(0, status, out)
+    assert.matches("before the host: ok", out, 1, true)
+    assert.matches("Sleep:\tfalse\t[^\n]*blocking call outside a goroutine while a host runs the loop", out)
+    assert.matches("Recv:\tfalse\t[^\n]*blocking call outside a goroutine while a host runs the loop", out)
+    assert.matches("goroutine: ok", out, 1, true)
+  end)
+end)

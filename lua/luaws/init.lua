@@ -71,8 +71,14 @@ local websocket = {
 
   -- embedding in a host loop: wait on BackendFd() for at most BackendTimeout()
   -- seconds, then Step(0)
-  Step = sched.step,
-  BackendFd = core.backend_fd,
+  Step = function(timeout)
+    sched.hosted = true -- from now on the host runs the loop (see sched.lua)
+    return sched.step(timeout)
+  end,
+  BackendFd = function()
+    sched.hosted = true
+    return core.backend_fd()
+  end,
   BackendTimeout = function()
     if sched.runnable() then return 0 end -- goroutines wait to run: Step(0) runs them
     return core.backend_timeout()

@@ -140,6 +140,18 @@ local function parkable()
   return nil
 end
 
+-- Set once a host drives the loop (websocket.Step, BackendFd): from then on a blocking
+-- call outside a goroutine must not run the loop itself (it would block the host, or
+-- re-enter it from one of the host's own callbacks).
+sched.hosted = false
+
+local function refuse_outside_goroutine()
+  if sched.hosted then
+    error("luaws: blocking call outside a goroutine while a host runs the loop " ..
+      "(start it with websocket.Go)", 4)
+  end
+end
+
 -- Wait until obj (a C waitable) reports something. The caller re-checks its condition.
 -- co: the caller's sched.current(), when it already has it; armed: obj is armed already
 -- (a C primitive that found nothing did it).
@@ -155,6 +167,7 @@ function sched.wait(obj, co, armed)
     end
     return yield(PARKED)
   end
+  refuse_outside_goroutine()
   sched.step(nil)
 end
 
@@ -163,6 +176,8 @@ end
 function sched.park(done)
   local co = parkable()
   if co then return yield(PARKED) end
+  if done() then return end
+  refuse_outside_goroutine()
   while not done() do sched.step(nil, done) end
 end
 
