@@ -83,6 +83,12 @@ describe("issue 11: embedded in LuaSocket's select", function()
   end)
 end)
 
+describe("issue 11: embedded in luv's loop (luaws keeping its own)", function()
+  it("steps luaws from a luv poll handle on BackendFd and a luv timer re-armed from BackendTimeout", function()
+    check_host_output(run_host("luv_host.lua"))
+  end)
+end)
+
 describe("issue 11: embedded in a C program's epoll loop", function()
   it("runs two Lua states with luaws, one epoll loop watching both BackendFds, and exits 0", function()
     local build = os.getenv("LUAWS_BUILD") or "build"
