@@ -361,16 +361,16 @@ static int l_dial(lua_State *L)
 		d->timer = malloc(sizeof(*d->timer));
 		if (!d->timer)
 			return luaL_error(L, "luaws: out of memory");
-		uv_timer_init(&loop->uv, d->timer);
+		uv_timer_init(loop->uv, d->timer);
 		d->timer->data = d;
-		uv_update_time(&loop->uv); /* from now, not from the last loop turn */
+		uv_update_time(loop->uv); /* from now, not from the last loop turn */
 		uv_timer_start(d->timer, dial_timeout, luaws_ms(timeout), 0);
 	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	d->gai.data = d;
-	rc = uv_getaddrinfo(&loop->uv, &d->gai, resolved, d->host, NULL, &hints);
+	rc = uv_getaddrinfo(loop->uv, &d->gai, resolved, d->host, NULL, &hints);
 	if (rc) {
 		char msg[96];
 		lws_snprintf(msg, sizeof(msg), "lookup %s: %s", d->host, uv_strerror(rc));

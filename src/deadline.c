@@ -92,13 +92,13 @@ static int l_deadline(lua_State *L)
 			d = calloc(1, sizeof(*d));
 			if (!d)
 				return luaL_error(L, "luaws: out of memory");
-			uv_timer_init(&c->loop->uv, &d->timer);
+			uv_timer_init(c->loop->uv, &d->timer);
 			d->timer.data = d;
 			d->conn = c;
 			c->deadlines = d;
 		}
-		uv_update_time(&c->loop->uv);
-		at = uv_now(&c->loop->uv) + ms;
+		uv_update_time(c->loop->uv);
+		at = uv_now(c->loop->uv) + ms;
 	}
 	if (d) {
 		if (which == 0)

@@ -1,7 +1,8 @@
 /*
- * The event loop of one Lua state: a libuv loop that luaws owns, the lws context that
- * runs on it (created on first use), the hand-over of woken objects to the Lua
- * scheduler, and the protected call through which lws callbacks enter Lua.
+ * The event loop of one Lua state: a libuv loop (luaws's own, or luv's, shared: see
+ * luv_adopt), the lws context that runs on it (created on first use), the hand-over
+ * of woken objects to the Lua scheduler, and the protected call through which lws
+ * callbacks enter Lua.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,18 @@
 #include <sys/prctl.h>
 
 #include "luaws.h"
+
+/* luv's C header (lua-luv-dev): only its luv_ctx_t is used, luaws does not link luv */
+#if defined(__has_include)
+#if __has_include(<luv/luv.h>)
+/* its luv_acquire_vm is declared "()", which -Wstrict-prototypes refuses */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <luv/luv.h>
+#pragma GCC diagnostic pop
+#define LUAWS_WITH_LUV 1
+#endif
+#endif
 
 static const char loop_key = 'L';
 
@@ -71,7 +84,7 @@ void luaws_wake(luaws_loop *loop, luaws_waitable *w)
 	loop->narmed--;
 	/* woken by a timer before the poll phase: do not let this iteration sleep */
 	if (loop->stepping)
-		uv_stop(&loop->uv);
+		uv_stop(loop->uv);
 }
 
 /* Drop an armed reference without waking (the object is going away). */
@@ -166,7 +179,7 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	if (loop->ctx)
 		return 0;
 	memset(&info, 0, sizeof(info));
-	foreign[0] = &loop->uv;
+	foreign[0] = loop->uv;
 	info.foreign_loops = foreign;
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
 		       LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
@@ -180,7 +193,7 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	if (!loop->ctx)
 		return luaL_error(L, "luaws: cannot create the libwebsockets context "
 				     "(is libwebsockets-evlib-uv installed?)");
-	uv_walk(&loop->uv, find_lws_idle, loop);
+	uv_walk(loop->uv, find_lws_idle, loop);
 
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
@@ -191,6 +204,98 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 		return luaL_error(L, "luaws: cannot create the client vhost");
 	return 0;
 }
+
+#ifdef LUAWS_WITH_LUV
+/* luv (1.44, src/luv.c) keeps its luv_ctx_t in a full userdata in the registry under
+ * this string key, creates it zeroed on first use, and at require "luv" takes ctx->loop
+ * when it is set instead of creating a loop of its own (what luv_set_loop is for). */
+#define LUV_CONTEXT_KEY "luv_context"
+
+static luv_ctx_t *luv_ctx_get(lua_State *L)
+{
+	luv_ctx_t *ctx = NULL;
+	lua_pushliteral(L, LUV_CONTEXT_KEY);
+	if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TUSERDATA &&
+	    lua_rawlen(L, -1) == sizeof(luv_ctx_t))
+		ctx = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return ctx;
+}
+
+/* A program can keep the loops apart (to drive luaws from luv through BackendFd, as a
+ * host that cannot share would) by setting package.loaded["luaws.own_loop"] = true
+ * before require "luaws". */
+static int luv_shared_refused(lua_State *L)
+{
+	int refused;
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+	lua_getfield(L, -1, "luaws.own_loop");
+	refused = lua_toboolean(L, -1);
+	lua_pop(L, 2);
+	return refused;
+}
+
+/* One libuv loop for luaws and luv in this Lua state, whichever is loaded first. When
+ * luv is loaded already, luaws runs on luv's loop (and luv closes it). */
+static void luv_adopt(lua_State *L, luaws_loop *loop)
+{
+	luv_ctx_t *ctx;
+	if (luv_shared_refused(L))
+		return;
+	ctx = luv_ctx_get(L);
+	if (ctx && ctx->loop) {
+		loop->uv = ctx->loop;
+		loop->luv = ctx;
+	}
+}
+
+/* Else luaws's own loop (initialised) becomes the one a later require "luv" finds in its
+ * context, as if luv_set_loop had been called (and luaws closes it). */
+static void luv_offer(lua_State *L, luaws_loop *loop)
+{
+	luv_ctx_t *ctx;
+	if (luv_shared_refused(L))
+		return;
+	ctx = luv_ctx_get(L);
+	if (!ctx) {
+		lua_pushliteral(L, LUV_CONTEXT_KEY);
+		ctx = lua_newuserdatauv(L, sizeof(*ctx), 1);
+		memset(ctx, 0, sizeof(*ctx));
+		lua_rawset(L, LUA_REGISTRYINDEX);
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+	ctx->L = lua_tothread(L, -1); /* luv's callbacks run on the main thread */
+	lua_pop(L, 1);
+	ctx->loop = loop->uv;
+	ctx->mode = -1;
+	loop->luv = ctx;
+}
+
+/* uv.loop_mode() tells luv code whether the loop runs (and how) */
+static void luv_mode(luaws_loop *loop, int mode)
+{
+	if (loop->luv)
+		((luv_ctx_t *)loop->luv)->mode = mode;
+}
+#else
+static void luv_adopt(lua_State *L, luaws_loop *loop)
+{
+	(void)L;
+	(void)loop;
+}
+
+static void luv_offer(lua_State *L, luaws_loop *loop)
+{
+	(void)L;
+	(void)loop;
+}
+
+static void luv_mode(luaws_loop *loop, int mode)
+{
+	(void)loop;
+	(void)mode;
+}
+#endif
 
 static void step_timeout(uv_timer_t *t)
 {
@@ -221,7 +326,7 @@ static int l_step(lua_State *L)
 	}
 	if (loop->nwoken || timeout == 0)
 		mode = UV_RUN_NOWAIT;
-	else if ((timeout < 0 || timeout_ms == LUAWS_NEVER) && !uv_loop_alive(&loop->uv) &&
+	else if ((timeout < 0 || timeout_ms == LUAWS_NEVER) && !uv_loop_alive(loop->uv) &&
 		 !loop->deferred && !loop->need_cancel) {
 		lua_pushinteger(L, -1);
 		return 1;
@@ -238,7 +343,9 @@ static int l_step(lua_State *L)
 		run_deferred(loop);
 	loop->stepping = 1;
 	loop->L = L;
-	uv_run(&loop->uv, mode);
+	luv_mode(loop, (int)mode);
+	uv_run(loop->uv, mode);
+	luv_mode(loop, -1);
 	loop->L = outer;
 	loop->stepping = 0;
 	if (loop->deferred) /* collections during the callbacks */
@@ -260,6 +367,17 @@ static int l_step(lua_State *L)
 
 /* core.batch(on): batch small server frames until core.batch(false), which sends them
  * (the scheduler brackets each step with it; see conn.c). */
+/* core.nosleep(): a coroutine became ready inside a libuv callback that is not luaws's
+ * (a luv handle's, through websocket.Await or a channel): the step that runs it must not
+ * sleep in the poll phase first. */
+static int l_nosleep(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	if (loop->stepping)
+		uv_stop(loop->uv);
+	return 0;
+}
+
 static int l_batch(lua_State *L)
 {
 	luaws_batch_set(luaws_loop_get(L), lua_toboolean(L, 1));
@@ -294,7 +412,7 @@ static int l_monotime(lua_State *L)
 static int l_backend_fd(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
-	lua_pushinteger(L, uv_backend_fd(&loop->uv));
+	lua_pushinteger(L, uv_backend_fd(loop->uv));
 	return 1;
 }
 
@@ -309,7 +427,7 @@ static int l_backend_timeout(lua_State *L)
 	/* nothing active (nothing started yet, or all done): nothing can happen until
 	 * the program starts something, which it does from Lua, before asking again.
 	 * libuv says 0 ("do not wait") there, and a host that believes it spins. */
-	ms = uv_loop_alive(&loop->uv) ? uv_backend_timeout(&loop->uv) : -1;
+	ms = uv_loop_alive(loop->uv) ? uv_backend_timeout(loop->uv) : -1;
 	lua_pushnumber(L, ms < 0 ? -1 : ms / 1000.0);
 	return 1;
 }
@@ -338,8 +456,28 @@ static int loop_tostring(lua_State *L)
 	return 1;
 }
 
+static void count_closing(uv_handle_t *h, void *arg)
+{
+	if (uv_is_closing(h))
+		(*(int *)arg)++;
+}
+
+/* Turn the loop until no handle is left half closed. Not until the loop ends: on a loop
+ * shared with luv, luv's handles may still be active (luv closes them itself). */
+static void run_closing(uv_loop_t *uv)
+{
+	int n;
+	do {
+		uv_run(uv, UV_RUN_NOWAIT);
+		n = 0;
+		uv_walk(uv, count_closing, &n);
+	} while (n > 0);
+}
+
 /* Shut down: two lws_context_destroy calls with loop runs between them (lws on a
- * foreign loop), then close whatever handles are left, then the loop. */
+ * foreign loop), then close whatever handles are left, then the loop, when luaws
+ * created it; on luv's loop, luv's own shutdown (later: its loop was made before
+ * luaws's) closes the rest and the loop. */
 static int loop_gc(lua_State *L)
 {
 	luaws_loop *loop = lua_touserdata(L, 1);
@@ -352,16 +490,18 @@ static int loop_gc(lua_State *L)
 		lws_context_destroy(loop->ctx);
 		/* let lws's handles finish closing: their close callbacks live in the evlib
 		 * plugin, which the second destroy unloads */
-		uv_run(&loop->uv, UV_RUN_DEFAULT);
+		run_closing(loop->uv);
 		lws_context_destroy(loop->ctx);
 		loop->ctx = NULL;
 	}
 	run_deferred(loop); /* after lws closed the sockets they mention */
 	uv_close((uv_handle_t *)&loop->step_timer, NULL);
-	uv_run(&loop->uv, UV_RUN_NOWAIT);
-	uv_walk(&loop->uv, close_leftover, NULL);
-	uv_run(&loop->uv, UV_RUN_DEFAULT);
-	uv_loop_close(&loop->uv);
+	run_closing(loop->uv);
+	if (loop->owns_uv) {
+		uv_walk(loop->uv, close_leftover, NULL);
+		uv_run(loop->uv, UV_RUN_DEFAULT);
+		uv_loop_close(loop->uv);
+	}
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
 	luaws_inbox_pool_free(&loop->rx_pool);
@@ -385,6 +525,7 @@ static const luaL_Reg core_functions[] = {
 	{"_inject_fault", l_inject_fault},
 	{"step", l_step},
 	{"batch", l_batch},
+	{"nosleep", l_nosleep},
 	{"pending", l_pending},
 	{"now", l_now},
 	{"monotime", l_monotime},
@@ -402,9 +543,15 @@ int luaws_loop_open(lua_State *L)
 		lua_pop(L, 1);
 		loop = lua_newuserdatauv(L, sizeof(*loop), 0);
 		memset(loop, 0, sizeof(*loop));
-		if (uv_loop_init(&loop->uv))
-			return luaL_error(L, "luaws: cannot create the libuv loop");
-		uv_timer_init(&loop->uv, &loop->step_timer);
+		luv_adopt(L, loop);
+		if (!loop->uv) {
+			if (uv_loop_init(&loop->own_uv))
+				return luaL_error(L, "luaws: cannot create the libuv loop");
+			loop->uv = &loop->own_uv;
+			loop->owns_uv = 1;
+			luv_offer(L, loop);
+		}
+		uv_timer_init(loop->uv, &loop->step_timer);
 		uv_unref((uv_handle_t *)&loop->step_timer);
 		if (luaws_batch_new(loop))
 			return luaL_error(L, "luaws: out of memory");

@@ -134,7 +134,10 @@ typedef struct luaws_deferred {
 
 typedef struct luaws_loop {
 	lua_State *L;             /* the thread inside luaws_step, for request callbacks */
-	uv_loop_t uv;
+	uv_loop_t *uv;            /* own_uv, or luv's loop when luv was loaded first */
+	uv_loop_t own_uv;
+	int owns_uv;              /* luaws created the loop, so luaws closes it */
+	void *luv;                /* luv's context (luv_ctx_t) when luv shares the loop */
 	struct lws_context *ctx;
 	struct lws_vhost *vhost;  /* of every luaws socket, accepted or dialed */
 	uv_timer_t step_timer;

@@ -28,7 +28,7 @@ static int l_fork(lua_State *L)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != parent) /* the parent is already gone */
 			_exit(1);
-		uv_loop_fork(&loop->uv);
+		uv_loop_fork(loop->uv);
 	}
 	lua_pushinteger(L, pid);
 	return 1;

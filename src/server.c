@@ -488,8 +488,8 @@ static int l_listen(lua_State *L)
 	/* whole seconds for lws_set_timeout (rounded up); 0 or less, or beyond what its int
 	 * holds (math.huge), is no timeout */
 	l->handshake_timeout = hs_timeout > 0 && hs_timeout < INT_MAX ? (int)ceil(hs_timeout) : 0;
-	uv_poll_init_socket(&loop->uv, &l->poll, fd);
-	uv_timer_init(&loop->uv, &l->backoff);
+	uv_poll_init_socket(loop->uv, &l->poll, fd);
+	uv_timer_init(loop->uv, &l->backoff);
 	l->poll.data = l->backoff.data = l;
 	l->open_handles = 2;
 	uv_poll_start(&l->poll, UV_READABLE, on_listen_ready);

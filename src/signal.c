@@ -52,7 +52,7 @@ static int l_signal(lua_State *L)
 	s->handle = malloc(sizeof(*s->handle));
 	if (!s->handle)
 		return luaL_error(L, "luaws: out of memory");
-	uv_signal_init(&loop->uv, s->handle);
+	uv_signal_init(loop->uv, s->handle);
 	s->handle->data = s;
 	luaL_setmetatable(L, LUAWS_SIGNAL_MT);
 	/* referenced: a wait for nothing but a signal polls for it (libuv's run does not

@@ -40,7 +40,7 @@ static int l_timer(lua_State *L)
 	t->handle = malloc(sizeof(*t->handle));
 	if (!t->handle)
 		return luaL_error(L, "luaws: out of memory");
-	uv_timer_init(&loop->uv, t->handle);
+	uv_timer_init(loop->uv, t->handle);
 	t->handle->data = t;
 	luaL_setmetatable(L, LUAWS_TIMER_MT);
 	return 1;

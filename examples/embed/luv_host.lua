@@ -7,6 +7,9 @@ package.path = here .. "?.lua;" .. here .. "../../lua/?.lua;" .. here .. "../../
 package.cpath = here .. "../../" .. (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
 
 local uv = require "luv"
+-- luaws shares luv's loop when luv is loaded (then luaws's own loop runs everything);
+-- this example keeps them apart to show the protocol of hosts that cannot share
+package.loaded["luaws.own_loop"] = true
 local websocket = require "luaws"
 
 local pair = require("echo_pair").start(tonumber(arg[1]) or 5, tonumber(arg[2]) or 0.05)

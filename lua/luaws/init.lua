@@ -67,6 +67,7 @@ local websocket = {
   NewTicker = runtime.NewTicker,
   Now = runtime.Now,
   Notify = runtime.Notify,
+  Await = runtime.Await,
   Interrupt = runtime.Interrupt,
 
   -- embedding in a host loop: wait on BackendFd() for at most BackendTimeout()

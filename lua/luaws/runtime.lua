@@ -274,6 +274,38 @@ function Ticker:__tostring()
   return ("luaws.Ticker: %p (%s)"):format(self, self.stopped and "stopped" or "ticking")
 end
 
+-- Await(fn, ...) -> the callback's arguments: calls fn(..., callback) and blocks until
+-- callback runs (its first call counts), the bridge to callback-style APIs such as
+-- luv's: local err, data = websocket.Await(uv.fs_read, fd, 4096, 0). When fn returns
+-- nil (luv's fail: nothing started, the callback will never run), Await returns fn's
+-- results after that nil: luv's message and error name, where an err-first callback
+-- has its error.
+function M.Await(fn, ...)
+  if type(fn) ~= "function" then
+    local mt = getmetatable(fn)
+    if not (mt and mt.__call) then error("bad argument #1 to 'Await' (function expected)", 2) end
+  end
+  local co = sched.current()
+  local result, parked
+  local function callback(...)
+    if result then return end
+    result = table.pack(...)
+    if parked and co then sched.ready(co) end
+  end
+  local n = select("#", ...)
+  local args = table.pack(...)
+  args[n + 1] = callback
+  local started = table.pack(fn(table.unpack(args, 1, n + 1)))
+  if not result and started.n > 0 and started[1] == nil then
+    return table.unpack(started, 2, started.n)
+  end
+  parked = true
+  while not result do
+    sched.park(function() return result ~= nil end)
+  end
+  return table.unpack(result, 1, result.n)
+end
+
 -- Notify(ch, signal, ...): deliver the names of these signals ("SIGINT", "SIGTERM"; Go's
 -- os.Interrupt is websocket.Interrupt) to ch without blocking, as signal.Notify does.
 M.Interrupt = "SIGINT"

@@ -19,9 +19,14 @@ local current = nil            -- the coroutine the scheduler is running
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> exit hook (sched.start)
 local PARKED = {}              -- what a coroutine parked by the scheduler yields
 
+local in_step = false           -- inside core.step: libuv runs callbacks
+
 function sched.ready(co, a, b)
   tail = tail + 3
   queue[tail - 2], queue[tail - 1], queue[tail] = co, a, b
+  -- readied from a callback that is not luaws's own (a luv handle's): the loop must not
+  -- sleep in this step before co runs
+  if in_step then core.nosleep() end
 end
 
 local function report(co, err)
@@ -104,7 +109,9 @@ function sched.step(timeout, done)
   core.batch(true)
   run_ready()
   if done and done() then core.batch(false) return end
+  in_step = true -- left set if core.step raises: nosleep outside a step does nothing
   local n = core.step(timeout, woken)
+  in_step = false
   if n < 0 then
     core.batch(false)
     -- Go's runtime says the same (and exits): nothing can ever wake this wait
