@@ -10,6 +10,10 @@ description = {
 luaws gives Lua programs the WebSocket API of Go's gorilla/websocket (Upgrader, Dialer,
 Conn:ReadMessage, Conn:WriteMessage, ...) with every connection handler running as its
 own coroutine on one libuv event loop driven by libwebsockets.
+
+Optional: luv (Debian lua-luv, or the luv rock) shares that loop when installed; to let
+a later require "luv" run on luaws's loop, build with luv's C header <luv/luv.h>
+(Debian lua-luv-dev, in the Lua include directory). Neither is required.
 ]],
   license = "MIT",
 }

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install (as root, with apt) what luaws needs to build, run and be tested on Debian 12.
+# lua-luv-dev: luv's C header, so luaws's loop becomes luv's when luv is loaded after luaws
+# (spec/luv_spec.lua); luaws builds and runs without it.
 # lua-cqueues, lua-event, lua-socket, lua-luv (each with a Lua 5.4 build) and prosody (0.12, on
 # lua5.4) are host loops that spec/embedding_spec.lua runs luaws inside; the spec starts
 # its own Prosody on no ports (Debian's package also installs, and may start, a system
@@ -8,7 +10,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev
       libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
-      lua-cqueues lua-event lua-socket lua-luv prosody)
+      lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,8 +16,9 @@
 
 #include "luaws.h"
 
-/* luv's C header (lua-luv-dev): only its luv_ctx_t is used, luaws does not link luv */
-#if defined(__has_include)
+/* luv's C header (lua-luv-dev): only its luv_ctx_t is used, luaws does not link luv.
+ * -DLUAWS_NO_LUV builds as without it. */
+#if defined(__has_include) && !defined(LUAWS_NO_LUV)
 #if __has_include(<luv/luv.h>)
 /* its luv_acquire_vm is declared "()", which -Wstrict-prototypes refuses */
 #pragma GCC diagnostic push
