@@ -92,6 +92,17 @@ describe("issue 11: Await", function()
     end)
   end)
 
+  it("from the main chunk: a luv timer keeps the loop alive; with nothing left, deadlock", function()
+    local build = os.getenv("LUAWS_BUILD") or "build"
+    local status, out = support.run_child("LUA_PATH='lua/?.lua;lua/?/init.lua;;' " ..
+      "LUA_CPATH='" .. build .. "/?.so;;' lua5.4 -e '" ..
+      "local w = require [[luaws]] local uv = require [[luv]] local t = uv.new_timer() " ..
+      "print(w.Await(function(cb) t:start(20, 0, function() cb(1) end) end)) " ..
+      "print(pcall(w.Await, function(cb) end))'", 10)
+    assert.are.equal(0, status, out)
+    assert.matches("^1\nfalse\tall goroutines are asleep %- deadlock!\n", out)
+  end)
+
   it("parks only its goroutine: others run while it waits", function()
     local ticks, done = 0, false
     websocket.Go(function()
