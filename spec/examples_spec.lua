@@ -96,3 +96,48 @@ sys.stdout.write(r.read().decode())
     end
   end)
 end)
+
+describe("examples/command.lua (issue 11: gorilla's command example on luv)", function()
+  local function dial_and_collect(port, send, want)
+    local got = {}
+    local c = assert(websocket.DefaultDialer:Dial(("ws://127.0.0.1:%d/ws"):format(port)))
+    for _, line in ipairs(send) do assert(c:WriteMessage(websocket.TextMessage, line)) end
+    while #got < want do
+      local _, data, err = c:ReadMessage()
+      if err then break end
+      got[#got + 1] = data
+    end
+    return c, got
+  end
+
+  it("serves its page, and a command's stdin and stdout over a WebSocket; closing kills it", function()
+    local port = support.free_port()
+    local server = support.spawn(("lua5.4 examples/command.lua -addr 127.0.0.1:%d cat"):format(port))
+    finally(function() support.stop(server) end)
+    assert(support.wait_port(port, 10), support.output(server))
+    local page = support.sh_output(("curl -s http://127.0.0.1:%d/"):format(port))
+    assert.matches("<title>Command Example</title>", page, 1, true)
+    local c, got = dial_and_collect(port, { "hello", "second line" }, 2)
+    assert.are.same({ "hello", "second line" }, got)
+    local cats = support.sh_output("pgrep -P " .. support.read_file(server.pidfile):match("%d+") .. " -x cat | wc -l")
+    assert.are.equal("1", cats)
+    c:Close()
+    assert(support.wait_for(function()
+      return support.sh_output("pgrep -P " .. server.pid .. " -x cat | wc -l") == "0"
+    end, 5), "cat still runs after the WebSocket closed")
+  end)
+
+  it("sends stdout and stderr lines, then a normal close when the command ends", function()
+    local port = support.free_port()
+    local server = support.spawn(("lua5.4 examples/command.lua -addr 127.0.0.1:%d sh -c %s"):format(
+      port, support.shell_quote("echo out1; echo err1 >&2; echo out2")))
+    finally(function() support.stop(server) end)
+    assert(support.wait_port(port, 10), support.output(server))
+    local c, got = dial_and_collect(port, {}, 3)
+    table.sort(got)
+    assert.are.same({ "err1", "out1", "out2" }, got)
+    local _, _, err = c:ReadMessage()
+    assert.are.equal(1000, err and err.code, tostring(err))
+    c:Close()
+  end)
+end)
