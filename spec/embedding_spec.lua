@@ -5,9 +5,7 @@ local support = require "support"
 
 describe("issue 11: BackendTimeout", function()
   it("says 'no timeout' while nothing is active, 0 while goroutines are ready, else the next timer", function()
-    local status, out = support.run_child("lua5.4 -e " .. support.shell_quote([[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+    local status, out = support.run_child(support.lua([[
 local ws = require "luaws"
 print("fresh", ws.BackendTimeout(), ws.BackendTimeout())
 local fired = false
@@ -154,9 +152,7 @@ end)
 -- 0.5 s of Lua work, and for Dial's timeout). Timers now start from uv_update_time.
 describe("issue 11: timers in a goroutine started after the host went without stepping", function()
   it("Sleep(0.2) lasts 0.2 s even when the host did not step luaws for 0.5 s before", function()
-    local status, out = support.run_child("lua5.4 -e " .. support.shell_quote([[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+    local status, out = support.run_child(support.lua([[
 local socket = require "socket"
 local ws = require "luaws"
 local srv = ws.Listen("127.0.0.1:0", function() end) -- keeps the loop alive
@@ -180,9 +176,7 @@ end)
 
 describe("issue 11: a blocking call outside a goroutine while a host runs the loop", function()
   it("raises a clear error instead of running the loop itself; goroutines still block", function()
-    local status, out = support.run_child("lua5.4 -e " .. support.shell_quote([[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+    local status, out = support.run_child(support.lua([[
 local ws = require "luaws"
 ws.Sleep(0.01) -- no host yet: the main chunk drives the loop itself
 print("before the host: ok")

@@ -11,8 +11,6 @@ lazy_teardown(function() support.keepalive(false) end)
 -- A luaws client child: dials url, echoes one message, then reads until the close and
 -- prints what the read returned.
 local client_lua = [=[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
 local websocket = require "luaws"
 local c = assert(websocket.DefaultDialer:Dial(arg[1]))
 assert(c:WriteMessage(websocket.TextMessage, "hi"))
@@ -22,19 +20,11 @@ local _, _, err = c:ReadMessage()
 print("end", err and err.code, tostring(err))
 ]=]
 
-local function lua_script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
-
 local function clients(port, n)
-  local path = lua_script(client_lua)
+  local client = support.lua(client_lua)
   local list = {}
   for i = 1, n do
-    list[i] = support.spawn(("lua5.4 %s ws://127.0.0.1:%d/echo"):format(path, port))
+    list[i] = support.spawn(("%s ws://127.0.0.1:%d/echo"):format(client, port))
   end
   assert(support.wait_for(function()
     for _, c in ipairs(list) do
@@ -42,7 +32,7 @@ local function clients(port, n)
     end
     return true
   end, 10), "the clients did not get their echo")
-  return list, path
+  return list
 end
 
 local function pids_listening(port)
@@ -56,10 +46,9 @@ describe("issue 11: ListenAndServe on SIGINT and SIGTERM", function()
       local server = support.spawn("lua5.4 examples/echo_server.lua -addr 127.0.0.1:" .. port)
       finally(function() support.stop(server) end)
       assert(support.wait_port(port, 10), support.output(server))
-      local list, path = clients(port, 3)
+      local list = clients(port, 3)
       finally(function()
         for _, c in ipairs(list) do support.stop(c) end
-        os.remove(path)
       end)
       local t0 = websocket.Now()
       support.kill(server, sig)
@@ -85,10 +74,9 @@ describe("issue 11: ListenAndServe on SIGINT and SIGTERM", function()
     finally(function() support.stop(server) end)
     assert(support.wait_for(function() return pids_listening(port) == 3 end, 10),
       "3 processes did not listen:\n" .. support.output(server))
-    local list, path = clients(port, 6)
+    local list = clients(port, 6)
     finally(function()
       for _, c in ipairs(list) do support.stop(c) end
-      os.remove(path)
     end)
     support.kill(server, "TERM") -- the parent only: it passes the signal on
     local status = support.wait(server, 10)
@@ -105,9 +93,7 @@ describe("issue 11: ListenAndServe on SIGINT and SIGTERM", function()
 
   it("a second signal during the grace period exits at once", function()
     -- a handler that never reads: the graceful shutdown would wait its 5 s
-    local src = lua_script([=[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+    local src = support.lua([=[
 local websocket = require "luaws"
 local up = websocket.Upgrader{}
 websocket.HandleFunc("/", function(w, r)
@@ -118,18 +104,11 @@ end)
 print(websocket.ListenAndServe("127.0.0.1:" .. arg[1]))
 ]=])
     local port = support.free_port()
-    local server = support.spawn(("lua5.4 %s %d"):format(src, port))
-    finally(function()
-      support.stop(server)
-      os.remove(src)
-    end)
+    local server = support.spawn(("%s %d"):format(src, port))
+    finally(function() support.stop(server) end)
     assert(support.wait_port(port, 10), support.output(server))
-    local path = lua_script(client_lua)
-    local client = support.spawn(("lua5.4 %s ws://127.0.0.1:%d/"):format(path, port))
-    finally(function()
-      support.stop(client)
-      os.remove(path)
-    end)
+    local client = support.spawn(("%s ws://127.0.0.1:%d/"):format(support.lua(client_lua), port))
+    finally(function() support.stop(client) end)
     assert(support.wait_for(function()
       return support.output(server):find("upgraded", 1, true)
     end, 10), support.output(server))
@@ -147,9 +126,7 @@ print(websocket.ListenAndServe("127.0.0.1:" .. arg[1]))
   end)
 
   it("a program that takes SIGINT with Notify keeps it; Listen installs no handlers", function()
-    local src = lua_script([=[
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath
+    local src = support.lua([=[
 local websocket = require "luaws"
 local function caught(sig) -- is the signal caught (SigCgt of /proc/self/status)?
   local mask = io.open("/proc/self/status"):read("a"):match("SigCgt:%s*(%x+)")
@@ -173,11 +150,8 @@ websocket.HandleFunc("/", function(w) w:Write("ok") end)
 print(websocket.ListenAndServe("127.0.0.1:" .. arg[1]))
 ]=])
     local port = support.free_port()
-    local server = support.spawn(("lua5.4 %s %d"):format(src, port))
-    finally(function()
-      support.stop(server)
-      os.remove(src)
-    end)
+    local server = support.spawn(("%s %d"):format(src, port))
+    finally(function() support.stop(server) end)
     assert(support.wait_for(function()
       return support.output(server):find("in ListenAndServe", 1, true)
     end, 10), support.output(server))
@@ -257,10 +231,7 @@ end)
 
 describe("issue 11: a wait nothing can ever wake", function()
   local function run(src)
-    return support.run_child("lua5.4 -e " .. support.shell_quote(
-      "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path; " ..
-      "package.cpath = (os.getenv('LUAWS_BUILD') or 'build') .. '/?.so;' .. package.cpath; " ..
-      "ws = require 'luaws'; " .. src), 10)
+    return support.run_child(support.lua("ws = require 'luaws'; " .. src), 10)
   end
 
   it("fails with Go's deadlock error instead of hanging", function()

@@ -12,6 +12,7 @@
 --   support.output(child)            what the child wrote (stdout and stderr together)
 --   support.run_child(cmd, timeout)  spawn + wait + stop -> status, output
 --   support.python(src)              write a Python script to a temp file -> command prefix
+--   support.lua(src)                 the same for a Lua script with the in-tree luaws
 --   support.free_port()              a TCP port that was free a moment ago
 --   support.wait_port(port, timeout) true once 127.0.0.1:port accepts TCP connections
 --   support.read_file(path)          whole file | nil
@@ -332,19 +333,30 @@ function M.run_child(cmd, timeout)
   return st, out
 end
 
--- Write Python source to a temp file; returns "python3 '<file>'" to append arguments to.
--- The file is removed when the Lua state exits.
+-- Temp script files, removed when the Lua state exits.
 local scripts = {}
 setmetatable(scripts, { __gc = function(t) for _, p in ipairs(t) do os.remove(p) end end })
-function M.python(src)
+local function script_file(src, ext)
   local base = os.tmpname()
   os.remove(base)
-  local path = base .. ".py"
+  local path = base .. ext
   local f = assert(io.open(path, "w"))
   f:write(src)
   f:close()
   scripts[#scripts + 1] = path
-  return "python3 " .. shell_quote(path)
+  return shell_quote(path)
+end
+
+-- Write Python source to a temp file; returns "python3 '<file>'" to append arguments to.
+function M.python(src)
+  return "python3 " .. script_file(src, ".py")
+end
+
+-- The same for Lua source, run from the repository root with the in-tree luaws on its
+-- paths (LUAWS_BUILD picks a sanitizer build): "lua5.4 '<file>'".
+function M.lua(src)
+  return "lua5.4 " .. script_file('package.path = "lua/?.lua;lua/?/init.lua;" .. package.path\n' ..
+    'package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath\n' .. src, ".lua")
 end
 
 function M.free_port()

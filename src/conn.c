@@ -392,7 +392,9 @@ static int push_no_message(lua_State *L, luaws_conn *c)
 	return 4;
 }
 
-static luaws_inbox_pool *pool(luaws_conn *c)
+/* The pool of big buffers c's inbox takes from and gives back to (none once the loop
+ * is closing: what is freed then is freed). */
+luaws_inbox_pool *luaws_conn_rx_pool(luaws_conn *c)
 {
 	return c->loop->closing ? NULL : &c->loop->rx_pool;
 }
@@ -409,7 +411,7 @@ static int l_read(lua_State *L)
 		size_t n = luaws_inbox_peek(&c->inbox, (size_t)-1, &p);
 		lua_pushinteger(L, luaws_inbox_head_type(&c->inbox));
 		lua_pushlstring(L, (const char *)p, n);
-		luaws_inbox_consume(&c->inbox, n, pool(c));
+		luaws_inbox_consume(&c->inbox, n, luaws_conn_rx_pool(c));
 		luaws_conn_update_rx(c);
 		return 2;
 	}
@@ -448,7 +450,7 @@ static int l_read_part(lua_State *L)
 	if (!whole && !n)
 		return push_no_message(L, c);
 	lua_pushlstring(L, (const char *)p, n);
-	ended = luaws_inbox_consume(&c->inbox, n, pool(c));
+	ended = luaws_inbox_consume(&c->inbox, n, luaws_conn_rx_pool(c));
 	if (ended)
 		c->streaming = 0;
 	lua_pushboolean(L, ended);
@@ -462,7 +464,7 @@ static int l_discard(lua_State *L)
 {
 	luaws_conn *c = luaws_conn_check(L);
 	c->streaming = 0;
-	luaws_inbox_discard(&c->inbox, pool(c));
+	luaws_inbox_discard(&c->inbox, luaws_conn_rx_pool(c));
 	luaws_conn_update_rx(c);
 	return 0;
 }

@@ -272,6 +272,7 @@ int luaws_conn_fail_read_limit(luaws_conn *c);
 int luaws_conn_peer_close(luaws_conn *c, int code, const unsigned char *text, size_t tl);
 void luaws_conn_received(luaws_conn *c);
 void luaws_conn_update_rx(luaws_conn *c);
+luaws_inbox_pool *luaws_conn_rx_pool(luaws_conn *c);
 int luaws_conn_reading(const luaws_conn *c);
 luaws_conn *luaws_conn_check(lua_State *L);
 void luaws_conn_add_methods(lua_State *L, const luaL_Reg *methods);

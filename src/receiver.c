@@ -30,11 +30,6 @@ void luaws_receiver_free(luaws_receiver *rx)
 	luaws_buf_free(&rx->ctl_in);
 }
 
-static luaws_inbox_pool *pool(luaws_conn *c)
-{
-	return c->loop->closing ? NULL : &c->loop->rx_pool;
-}
-
 /* Room reserved for a message when its first frame begins: the whole frame, up to
  * this, so that it is not grown (and copied) piece by piece and big messages take a
  * pooled buffer. Not more: a header alone must not make a connection allocate more
@@ -58,14 +53,14 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 		    luaws_inbox_begin(&c->inbox, ev->opcode,
 				      ev->frame_len < FIRST_RESERVE ? (size_t)ev->frame_len :
 								      FIRST_RESERVE,
-				      pool(c)))
+				      luaws_conn_rx_pool(c)))
 			return luaws_conn_fail(c, 1011, "out of memory");
 	}
 	rx->msg_len += ev->len;
 	if (luaws_inbox_partial_type(&c->inbox) == 1 &&
 	    (!luaws_utf8_valid(rx->utf8, ev->data, ev->len) || (final && rx->utf8[0])))
 		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
-	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, pool(c)))
+	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, luaws_conn_rx_pool(c)))
 		return luaws_conn_fail(c, 1011, "out of memory");
 	if (final) {
 		if (luaws_inbox_finish(&c->inbox))

@@ -327,17 +327,22 @@ void luaws_sender_free(luaws_conn *c)
 
 /* Sockets nobody owns any more (an orphan's, a plain HTTP answer's). */
 
-/* Once lws has written what it holds, send FIN, read and drop what the peer still
- * sends, and close within secs. */
-static void linger_detached(luaws_loop *loop, struct lws *wsi, int secs)
+/* Let go of wsi: the n bytes at p (with LWS_PRE bytes of headroom) go to lws to write;
+ * once lws has written what it holds, send FIN, read and drop what the peer still
+ * sends, and close within secs. -1 when lws refused the bytes. */
+static int let_go(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n, int secs)
 {
+	int rc = 0;
 	lws_set_opaque_user_data(wsi, NULL);
+	if (n && lws_write(wsi, p, n, LWS_WRITE_RAW) < 0)
+		rc = -1;
 	if (lws_partial_buffered(wsi))
 		lws_callback_on_writable(wsi); /* the shutdown follows the last byte */
 	else
 		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
 	lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, secs);
 	luaws_touched_lws(loop);
+	return rc;
 }
 
 void luaws_detached_writeable(struct lws *wsi)
@@ -364,12 +369,8 @@ struct luaws_orphan {
 static void orphan_run(luaws_loop *loop, luaws_deferred *d)
 {
 	struct luaws_orphan *o = (struct luaws_orphan *)((char *)d - offsetof(struct luaws_orphan, deferred));
-	if (o->wsi && !loop->closing) {
-		lws_set_opaque_user_data(o->wsi, NULL);
-		if (o->len)
-			lws_write(o->wsi, o->data + LWS_PRE, o->len, LWS_WRITE_RAW);
-		linger_detached(loop, o->wsi, 2);
-	}
+	if (o->wsi && !loop->closing)
+		let_go(loop, o->wsi, o->data + LWS_PRE, o->len, 2);
 	free(o);
 }
 
@@ -432,9 +433,7 @@ int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigne
  * lingers and closes. -1 when lws refused them. */
 int luaws_send_detached(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n)
 {
-	int rc = lws_write(wsi, p, n, LWS_WRITE_RAW) < 0 ? -1 : 0;
-	linger_detached(loop, wsi, 5);
-	return rc;
+	return let_go(loop, wsi, p, n, 5);
 }
 
 int luaws_batch_new(luaws_loop *loop)

@@ -43,7 +43,7 @@ local function check_conn(c, method)
 end
 M.is_conn = function(c) return getmetatable(c) == conn_mt end
 
--- Called by server.lua and client.lua for each new connection, with
+-- Called by upgrader.lua and client.lua for each new connection, with
 -- Upgrader/Dialer.WriteBufferSize: makes its state, so even the first read takes the
 -- short path.
 function M.set_write_buffer(c, n)
@@ -553,7 +553,7 @@ function Conn:Close()
   return true
 end
 
--- Close with a code when a handler fails (1011), used by server.lua.
+-- Close with a code when a handler fails (1011), used by http.lua.
 function M.abort(c, code, text)
   c:_close(code, text)
 end

@@ -200,9 +200,4 @@ function sched.forget(obj)
   obj:_disarm()
 end
 
--- Run the loop forever (ListenAndServe).
-function sched.loop()
-  while true do sched.step(nil) end
-end
-
 return sched
