@@ -23,6 +23,7 @@ dependencies = {
 external_dependencies = {
   LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
   LIBUV = { header = "uv.h", library = "uv" },
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 build = {
   type = "builtin",
@@ -33,11 +34,11 @@ build = {
         "src/deadline.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
         "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
-        "src/timer.c", "src/utf8.c",
+        "src/timer.c", "src/tls.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv", "m" },
-      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)" },
+      libraries = { "websockets", "uv", "ssl", "crypto", "m" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)" },
       defines = {},
     },
     ["luaws"] = "lua/luaws/init.lua",
@@ -54,6 +55,7 @@ build = {
     ["luaws.log"] = "lua/luaws/log.lua",
     ["luaws.flag"] = "lua/luaws/flag.lua",
     ["luaws.options"] = "lua/luaws/options.lua",
+    ["luaws.tls"] = "lua/luaws/tls.lua",
   },
   copy_directories = { "examples", "docs" },
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install (as root, with apt) what luaws needs to build, run and be tested on Debian 12.
+# libssl-dev: TLS (src/tls.c); openssl: the specs make their certificates with it.
 # lua-luv-dev: luv's C header, so luaws's loop becomes luv's when luv is loaded after luaws
 # (spec/luv_spec.lua); luaws builds and runs without it.
 # lua-cqueues, lua-event, lua-socket, lua-luv (each with a Lua 5.4 build) and prosody (0.12, on
@@ -7,7 +8,7 @@
 # its own Prosody on no ports (Debian's package also installs, and may start, a system
 # service, which the specs do not use).
 set -euo pipefail
-PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev
+PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl
       libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
       lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody)

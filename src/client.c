@@ -4,7 +4,8 @@
  * address is tried in turn until one accepts (lws connects a raw socket), then luaws
  * sends the upgrade request and checks the response itself (http.c); the response
  * (status and headers) is kept for the Lua side, on failure too. A timer bounds the
- * whole dial.
+ * whole dial. For wss:// TLS starts on the socket first (tls.c); the upgrade request
+ * waits in the sender until the TLS handshake is done.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@ struct luaws_dial {
 	struct addrinfo *addrs, *next_addr;
 	int gai_active, connecting_now, port, status, timed_out, tcp_up;
 	char *host, *path, *host_header, *origin, *subprotocols;
+	SSL_CTX *tls;               /* wss://: the client TLS config, or NULL */
+	char *server_name;          /* wss://: SNI and the name verified */
 	char key[32];               /* Sec-WebSocket-Key */
 	luaws_buf request_headers;  /* "name\0value\0" */
 	luaws_buf head;             /* the response head as it arrives */
@@ -38,6 +41,8 @@ static void dial_free(luaws_dial *d)
 	free(d->host_header);
 	free(d->origin);
 	free(d->subprotocols);
+	free(d->server_name);
+	luaws_tls_config_unref(d->tls);
 	luaws_buf_free(&d->request_headers);
 	luaws_buf_free(&d->head);
 	luaws_buf_free(&d->response_headers);
@@ -189,6 +194,20 @@ done:
 	return rc;
 }
 
+/* The byte stream to the server is up (TCP connected): start TLS for wss://, and send
+ * the upgrade request (over TLS it waits for the TLS handshake). */
+static int tunnel_up(luaws_dial *d, luaws_conn *c, struct lws *wsi)
+{
+	if (d->tls && luaws_tls_start(wsi, d->tls, 0, d->server_name)) {
+		const char *why = luaws_tls_error(wsi);
+		lws_set_opaque_user_data(wsi, NULL);
+		luaws_conn_detach(c);
+		dial_failed(d, LUAWS_ERR_TLS, why ? why : "tls: cannot start");
+		return -1;
+	}
+	return send_request(d, c);
+}
+
 /* Is name one of the subprotocols we offered? */
 static int offered(const luaws_dial *d, const char *name)
 {
@@ -261,7 +280,7 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CONNECTED:
 		d->tcp_up = 1;
-		return send_request(d, c);
+		return tunnel_up(d, c, wsi);
 
 	case LWS_CALLBACK_RAW_RX:
 		return response_rx(d, c, wsi, in, len);
@@ -292,7 +311,9 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 				connect_next(d);
 				return 0;
 			}
-			if (d->tcp_up)
+			if (luaws_tls_error(wsi))
+				dial_failed(d, LUAWS_ERR_TLS, luaws_tls_error(wsi));
+			else if (d->tcp_up)
 				dial_failed(d, LUAWS_ERR_EOF, "connection closed during the handshake");
 			else
 				dial_failed(d, LUAWS_ERR_CONNECT, "connection refused");
@@ -316,14 +337,16 @@ static char *dup_opt(lua_State *L, int idx)
 	return copy;
 }
 
-/* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout)
- * -> conn (connecting). headers: flat list {name, value, ...}. */
+/* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout
+ * [, tls, server_name]) -> conn (connecting). headers: flat list {name, value, ...}.
+ * tls: a client luaws.TLSConfig for wss://, server_name the name to verify. */
 static int l_dial(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
 	luaL_checkstring(L, 1);
 	lua_Integer port = luaL_checkinteger(L, 2);
 	double timeout = luaws_opt_seconds(L, 8, 0);
+	SSL_CTX *tls = lua_isnoneornil(L, 9) ? NULL : luaws_tls_check_config(L, 9, 0);
 	struct addrinfo hints;
 	luaws_conn *c;
 	luaws_dial *d;
@@ -355,6 +378,9 @@ static int l_dial(lua_State *L)
 	d->origin = dup_opt(L, 5);
 	d->subprotocols = dup_opt(L, 6);
 	luaws_headers_store(L, 7, &d->request_headers);
+	d->tls = luaws_tls_config_ref(tls);
+	if (tls)
+		d->server_name = dup_opt(L, 10);
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {

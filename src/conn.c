@@ -155,6 +155,7 @@ void luaws_conn_received(luaws_conn *c)
  * before our close frame is read; a client waits for the server to close. */
 static void linger(luaws_conn *c)
 {
+	luaws_tls_close_notify(c->wsi);
 	if (!c->is_client && c->read_end == LUAWS_READ_PEER_CLOSE) {
 		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
 		luaws_touched_lws(c->loop);
@@ -350,9 +351,10 @@ int luaws_conn_event(luaws_conn *c, enum lws_callback_reasons reason, void *in, 
 		return luaws_sender_writeable(c);
 	case LWS_CALLBACK_RAW_CLOSE: {
 		int fd = lws_get_socket_fd(c->wsi);
+		luaws_tls *tls = luaws_tls_of(c->wsi);
 		luaws_conn_detach(c); /* nothing goes out on it any more */
 		if (c->state >= LUAWS_OPEN)
-			luaws_receive_last(c, fd);
+			luaws_receive_last(c, fd, tls);
 		luaws_conn_closed(c, LUAWS_ERR_NONE, NULL);
 		return 0;
 	}
@@ -610,7 +612,7 @@ static int l_state(lua_State *L)
 static int l_error(lua_State *L)
 {
 	static const char *const error_names[] = {"none", "closed", "write", "timeout",
-						  "lookup", "connect", "handshake", "eof"};
+						  "lookup", "connect", "handshake", "eof", "tls"};
 	luaws_conn *c = luaws_conn_check(L);
 	if (!c->error[0])
 		return 0;
@@ -672,7 +674,15 @@ static int l_gc(lua_State *L)
 	return 0;
 }
 
+/* conn:_tls() -> the connection's tls.ConnectionState table, or nil (plain, or closed) */
+static int l_tls(lua_State *L)
+{
+	luaws_tls_push_state(L, luaws_conn_check(L)->wsi);
+	return 1;
+}
+
 static const luaL_Reg conn_methods[] = {
+	{"_tls", l_tls},
 	{"_read", l_read},
 	{"_next", l_next},
 	{"_read_part", l_read_part},

@@ -122,6 +122,7 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		     luaws_frame_event *ev);
 
 struct luaws_conn;
+typedef struct luaws_tls luaws_tls;
 struct luaws_loop;
 
 /* Work that must run outside lws's callbacks (what __gc may not do itself): run at the
@@ -210,7 +211,8 @@ enum luaws_err {
 	LUAWS_ERR_LOOKUP,    /* dial: the name did not resolve */
 	LUAWS_ERR_CONNECT,   /* dial: no address accepted the connection */
 	LUAWS_ERR_HANDSHAKE, /* dial: the server's answer was not a valid upgrade */
-	LUAWS_ERR_EOF        /* dial: the server closed during the handshake */
+	LUAWS_ERR_EOF,       /* dial: the server closed during the handshake */
+	LUAWS_ERR_TLS        /* the TLS handshake or connection failed */
 };
 
 /* sender.c: what a connection has queued to send (see there). */
@@ -256,7 +258,7 @@ typedef struct luaws_conn {
 	int close_code;
 	char close_text[124];
 	enum luaws_err error_kind;
-	char error[96];           /* why a dial failed, or why the connection broke */
+	char error[160];          /* why a dial failed, or why the connection broke */
 	luaws_dial *dial;
 	char subprotocol[LUAWS_SUBPROTOCOL_MAX];
 	char remote[56], local[56];
@@ -280,7 +282,7 @@ void luaws_conn_add_methods(lua_State *L, const luaL_Reg *methods);
 /* receiver.c */
 void luaws_receiver_init(luaws_receiver *rx, int is_client);
 void luaws_receive(luaws_conn *c, unsigned char *in, size_t len);
-void luaws_receive_last(luaws_conn *c, int fd);
+void luaws_receive_last(luaws_conn *c, int fd, struct luaws_tls *tls);
 void luaws_receiver_free(luaws_receiver *rx);
 int luaws_receiver_open(lua_State *L);
 
@@ -309,9 +311,32 @@ int luaws_orphan(luaws_loop *loop, struct lws *wsi, luaws_conn *c, const unsigne
 void luaws_orphan_closed(struct luaws_orphan *o);
 int luaws_send_detached(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n);
 void luaws_detached_writeable(struct lws *wsi);
+ssize_t luaws_socket_send(int fd, const void *p, size_t n);
 int luaws_batch_new(luaws_loop *loop);
 int luaws_batch_set(luaws_loop *loop, int on);
 void luaws_batch_free(luaws_loop *loop);
+
+/* tls.c: TLS on a socket, in the socket's lws per-session space (see tls.c) */
+typedef int (*luaws_tls_sink)(void *arg, unsigned char *plain, size_t n);
+typedef struct ssl_ctx_st SSL_CTX;
+int luaws_tls_start(struct lws *wsi, SSL_CTX *ctx, int server, const char *name);
+luaws_tls *luaws_tls_of(struct lws *wsi);
+int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_sink sink,
+		 void *arg);
+ssize_t luaws_tls_write(luaws_tls *t, const unsigned char *a, size_t an,
+			const unsigned char *b, size_t bn);
+int luaws_tls_writeable(luaws_tls *t);
+int luaws_tls_let_go(luaws_tls *t, const unsigned char *p, size_t n, unsigned char **out,
+		     size_t *out_len);
+const char *luaws_tls_error(struct lws *wsi);
+int luaws_tls_idle(struct lws *wsi);
+void luaws_tls_close_notify(struct lws *wsi);
+void luaws_tls_free(struct lws *wsi);
+void luaws_tls_push_state(lua_State *L, struct lws *wsi);
+SSL_CTX *luaws_tls_check_config(lua_State *L, int idx, int server);
+SSL_CTX *luaws_tls_config_ref(SSL_CTX *ctx);
+void luaws_tls_config_unref(SSL_CTX *ctx);
+int luaws_tls_open(lua_State *L);
 
 /* server.c */
 int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,

@@ -158,18 +158,29 @@ void luaws_receive(luaws_conn *c, unsigned char *in, size_t len)
 	luaws_conn_update_rx(c);
 }
 
+static int receive_plain(void *c, unsigned char *plain, size_t n)
+{
+	luaws_receive(c, plain, n);
+	return !luaws_conn_reading(c);
+}
+
 /* lws is closing the socket, maybe on a hang-up or reset reported together with data
  * it did not read (libuv reports the error without the readable flag): what the peer
- * sent before it went is still in the kernel and still counts. The caller detached
- * c from the socket first: nothing goes out on it any more. */
-void luaws_receive_last(luaws_conn *c, int fd)
+ * sent before it went is still in the kernel and still counts (decrypted first on a
+ * TLS socket). The caller detached c from the socket first: nothing goes out on it any
+ * more. */
+void luaws_receive_last(luaws_conn *c, int fd, luaws_tls *tls)
 {
 	unsigned char buf[16 * 1024];
 	ssize_t n;
 	if (fd < 0)
 		return;
-	while (luaws_conn_reading(c) && (n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
-		luaws_receive(c, buf, (size_t)n);
+	while (luaws_conn_reading(c) && (n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+		if (!tls)
+			luaws_receive(c, buf, (size_t)n);
+		else if (luaws_tls_rx(tls, buf, (size_t)n, receive_plain, c))
+			break;
+	}
 }
 
 /* Lua methods */

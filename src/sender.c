@@ -9,8 +9,8 @@
  * another, whatever is queued when a control frame or a failure comes.
  *
  * Behind it sits the transport (transport_write): plain sockets, written with send
- * straight from the caller's memory. A second transport (TLS) goes behind the same
- * three calls without the rest of luaws knowing.
+ * straight from the caller's memory, or TLS (tls.c), which encrypts and sends its
+ * ciphertext with luaws_socket_send; the rest of luaws does not know which.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +63,12 @@ static int started(const struct luaws_out *o)
 static ssize_t transport_write(luaws_conn *c, const unsigned char *a, size_t an,
 			       const unsigned char *b, size_t bn)
 {
-	int fd = lws_get_socket_fd(c->wsi);
+	int fd;
 	ssize_t n;
+	luaws_tls *tls = luaws_tls_of(c->wsi);
+	if (tls)
+		return luaws_tls_write(tls, a, an, b, bn);
+	fd = lws_get_socket_fd(c->wsi);
 	if (!bn) {
 		n = send(fd, a, an, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} else {
@@ -78,6 +82,15 @@ static ssize_t transport_write(luaws_conn *c, const unsigned char *a, size_t an,
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 	return n;
+}
+
+/* The plain transport's send, for TLS's ciphertext too (tls.c): as transport_write. */
+ssize_t luaws_socket_send(int fd, const void *p, size_t n)
+{
+	ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+	return w;
 }
 
 /* The socket failed: the connection is gone. */
@@ -304,7 +317,7 @@ int luaws_sender_flush(luaws_conn *c)
 
 int luaws_sender_idle(const luaws_conn *c)
 {
-	return !c->tx.head && !c->tx.batched;
+	return !c->tx.head && !c->tx.batched && luaws_tls_idle(c->wsi);
 }
 
 int luaws_sender_full(const luaws_conn *c)
@@ -333,7 +346,10 @@ void luaws_sender_free(luaws_conn *c)
 static int let_go(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n, int secs)
 {
 	int rc = 0;
+	luaws_tls *tls = luaws_tls_of(wsi);
 	lws_set_opaque_user_data(wsi, NULL);
+	if (tls)
+		rc = luaws_tls_let_go(tls, p, n, &p, &n); /* p, n: its ciphertext */
 	if (n && lws_write(wsi, p, n, LWS_WRITE_RAW) < 0)
 		rc = -1;
 	if (lws_partial_buffered(wsi))

@@ -48,6 +48,7 @@ typedef struct luaws_listener {
 	int told_fd_table;     /* the "beyond lws's table" message was logged */
 	int handshake_timeout; /* seconds a client has to send its request head */
 	char accepted_from[56]; /* peer of the socket being adopted, for its request */
+	SSL_CTX *tls;          /* HTTPS and wss:// (tls.c), or NULL */
 } luaws_listener;
 
 typedef struct luaws_server {
@@ -139,6 +140,8 @@ static int request_adopt(luaws_loop *loop, struct lws *wsi)
 		lws_set_opaque_user_data(wsi, NULL);
 		return -1;
 	}
+	if (l->tls && luaws_tls_start(wsi, l->tls, 1, NULL))
+		return -1; /* out of memory: the close event releases the request */
 	if (l->handshake_timeout > 0)
 		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, l->handshake_timeout);
 	return 0;
@@ -416,8 +419,10 @@ static void on_backoff_done(uv_timer_t *t)
 static void listener_handle_closed(uv_handle_t *h)
 {
 	luaws_listener *l = h->data;
-	if (--l->open_handles == 0)
+	if (--l->open_handles == 0) {
+		luaws_tls_config_unref(l->tls);
 		free(l);
+	}
 }
 
 /* Stop listening and free the port at once; established connections stay. */
@@ -432,9 +437,9 @@ static void listener_close(luaws_listener *l)
 	uv_close((uv_handle_t *)&l->backoff, listener_handle_closed);
 }
 
-/* core.listen(ip | nil, port, on_request [, handshake_timeout [, reuseport]]) -> server,
- * port | nil, reason. on_request(w, method, target, headers, remote) runs for each
- * request head. */
+/* core.listen(ip | nil, port, on_request [, handshake_timeout [, reuseport [, tls]]]) ->
+ * server, port | nil, reason. on_request(w, method, target, headers, remote) runs for
+ * each request head. tls: a server luaws.TLSConfig (every connection speaks TLS). */
 static int l_listen(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
@@ -442,6 +447,7 @@ static int l_listen(lua_State *L)
 	lua_Integer port = luaL_checkinteger(L, 2);
 	double hs_timeout = luaws_opt_seconds(L, 4, 10);
 	int reuseport = lua_toboolean(L, 5), one = 1, zero = 0, fd;
+	SSL_CTX *tls = lua_isnoneornil(L, 6) ? NULL : luaws_tls_check_config(L, 6, 1);
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	luaws_server *s;
@@ -485,6 +491,7 @@ static int l_listen(lua_State *L)
 	l->kind = LUAWS_KIND_LISTENER;
 	l->loop = loop;
 	l->fd = fd;
+	l->tls = luaws_tls_config_ref(tls);
 	/* whole seconds for lws_set_timeout (rounded up); 0 or less, or beyond what its int
 	 * holds (math.huge), is no timeout */
 	l->handshake_timeout = hs_timeout > 0 && hs_timeout < INT_MAX ? (int)ceil(hs_timeout) : 0;
@@ -546,8 +553,16 @@ static int server_tostring(lua_State *L)
 	return 1;
 }
 
+/* w:_tls() -> the connection's tls.ConnectionState table, or nil (plain HTTP) */
+static int l_request_tls(lua_State *L)
+{
+	luaws_tls_push_state(L, check_request(L)->wsi);
+	return 1;
+}
+
 static const luaL_Reg request_methods[] = {
 	{"_upgrade", l_upgrade},
+	{"_tls", l_request_tls},
 	{"_respond", l_respond},
 	{NULL, NULL},
 };

@@ -6,6 +6,7 @@ local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
 local options = require "luaws.options"
+local tls = require "luaws.tls"
 
 local M = {}
 
@@ -17,7 +18,7 @@ local fields = {
   HandshakeTimeout = "seconds", Subprotocols = "strings", WriteBufferSize = "bytes",
   ReadBufferSize = "bytes", -- accepted and ignored (README, "Differences")
   Proxy = "unimplemented", NetDial = "unimplemented", NetDialContext = "unimplemented",
-  NetDialTLSContext = "unimplemented", TLSClientConfig = "unimplemented",
+  NetDialTLSContext = "unimplemented", TLSClientConfig = "table",
   Jar = "unimplemented", EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
 }
 
@@ -72,8 +73,12 @@ function Dialer:Dial(url, request_header)
   end
   local u = parse_url(url)
   if not u then return nil, nil, errors.new("websocket: malformed ws or wss URL") end
+  local tls_config, server_name
   if u.scheme == "wss" then
-    return nil, nil, errors.new("websocket: wss:// is not supported by this build of luaws")
+    local t, err = self.TLSClientConfig, nil
+    tls_config, err = tls.client_config(t, "TLSClientConfig", 2)
+    if not tls_config then return nil, nil, errors.new(err) end
+    server_name = t and t.ServerName or u.host
   end
 
   local h = header.new(request_header)
@@ -106,12 +111,12 @@ function Dialer:Dial(url, request_header)
     error("Dial: the Dialer's HandshakeTimeout must be a number of seconds (not NaN)", 2)
   end
   local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
-    timeout)
+    timeout, tls_config, server_name)
   while c:_state() == "connecting" do sched.wait(c) end
   local status, resp_headers, timed_out = c:_dial_result()
   local resp
   if status and status > 0 then
-    resp = { StatusCode = status, Header = header.new(resp_headers) }
+    resp = { StatusCode = status, Header = header.new(resp_headers), TLS = c:_tls() }
   end
   if c:_state() ~= "closed" then
     conn.set_write_buffer(c, self.WriteBufferSize)
@@ -122,6 +127,7 @@ function Dialer:Dial(url, request_header)
   if resp and status ~= 101 or kind == "handshake" then
     return nil, resp, errors.ErrBadHandshake
   end
+  if kind == "tls" then return nil, resp, errors.new(why) end
   if timed_out then
     return nil, resp, errors.new("dial tcp " .. u.hostport .. ": i/o timeout", { timeout = true })
   end

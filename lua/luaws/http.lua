@@ -197,6 +197,7 @@ function M.dispatch(handler)
       RemoteAddr = remote,
       Proto = "HTTP/1.1",
       RequestURI = target,
+      TLS = req:_tls(), -- tls.ConnectionState, nil on plain HTTP
     }
     sched.start(serve, w, w, r) -- w's __exit runs when the handler ends
   end

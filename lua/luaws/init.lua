@@ -45,6 +45,7 @@ local websocket = {
   DefaultServeMux = http.DefaultServeMux,
   Listen = listener.Listen,
   ListenAndServe = listener.ListenAndServe,
+  ListenAndServeTLS = listener.ListenAndServeTLS,
   Error = http.Error,
   StatusText = http.StatusText,
   IsWebSocketUpgrade = upgrader.IsWebSocketUpgrade,
@@ -116,6 +117,12 @@ function websocket.SetLibwebsocketsLogLevel(mask)
     error("bad argument #1 to 'SetLibwebsocketsLogLevel' (log level bits expected)", 2)
   end
   core.set_lws_log_level(mask)
+end
+
+-- TLS versions and client-certificate policies, with Go's crypto/tls names and values
+for _, k in ipairs({ "VersionTLS12", "VersionTLS13", "NoClientCert", "RequestClientCert",
+  "RequireAnyClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert" }) do
+  websocket[k] = require("luaws.tls")[k]
 end
 
 websocket.log = require "luaws.log"

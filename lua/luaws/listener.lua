@@ -11,6 +11,7 @@ local conn = require "luaws.conn"
 local http = require "luaws.http"
 local log = require "luaws.log"
 local workers = require "luaws.workers"
+local tls = require "luaws.tls"
 
 local M = {}
 
@@ -32,8 +33,11 @@ local function parse_addr(addr)
 end
 
 -- The options of Listen, and of ListenAndServe (see options.lua).
-local listen_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean" }
-local serve_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean", Workers = "count" }
+-- TLS: Go's tls.Config fields (tls.lua); every connection then speaks TLS (https://,
+-- wss://).
+local listen_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean", TLS = "table" }
+local serve_fields = { HandshakeTimeout = "seconds", ReusePort = "boolean", Workers = "count",
+  TLS = "table" }
 
 -- Raise, at the caller of Listen or ListenAndServe (`name`), for misuse of its arguments.
 local function check_listen_args(name, addr, handler, opts, fields)
@@ -64,6 +68,12 @@ local function listen(addr, handler, opts)
     return nil, errors.new("listen tcp " .. addr .. ": " .. why)
   end
   opts = opts or {}
+  local tls_config
+  if opts.TLS then
+    local err
+    tls_config, err = tls.server_config(opts.TLS, "TLS", 3)
+    if not tls_config then return nil, errors.new(err) end
+  end
   local s = setmetatable({ port = 0, host = host or "", active = setmetatable({}, weak_keys),
     on_shutdown = {} }, Server)
   local inner, active = handler or http.DefaultServeMux, s.active
@@ -73,7 +83,7 @@ local function listen(addr, handler, opts)
     return inner:ServeHTTP(w, r)
   end
   local srv, p = core.listen(host, port, http.dispatch(tracked),
-    opts.HandshakeTimeout or 10, opts.ReusePort)
+    opts.HandshakeTimeout or 10, opts.ReusePort, tls_config)
   if not srv then
     return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))
   end
@@ -227,6 +237,25 @@ function M.ListenAndServe(addr, handler, opts)
     os.exit(0)
   end
   return nil, errors.ErrServerClosed
+end
+
+-- ListenAndServeTLS(addr, certFile, keyFile [, handler [, opts]]): ListenAndServe over
+-- TLS (Go's http.ListenAndServeTLS): HTTPS and wss:// on one port. opts.TLS may add
+-- settings (client certificates, versions); certFile and keyFile come first.
+function M.ListenAndServeTLS(addr, cert_file, key_file, handler, opts)
+  if type(cert_file) ~= "string" or type(key_file) ~= "string" then
+    error("bad argument #" .. (type(cert_file) ~= "string" and 2 or 3) ..
+      " to 'ListenAndServeTLS' (file name expected)", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #5 to 'ListenAndServeTLS' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local o, t = {}, {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  if type(o.TLS) == "table" then for k, v in pairs(o.TLS) do t[k] = v end end
+  t.CertFile, t.KeyFile = cert_file, key_file
+  o.TLS = t
+  return M.ListenAndServe(addr, handler, o)
 end
 
 return M

@@ -29,6 +29,22 @@ local kinds = {
   strings = { "a list of strings", is_strings },
   boolean = { "a boolean", function(v) return type(v) == "boolean" end },
   ["function"] = { "a function", function(v) return type(v) == "function" end },
+  string = { "a string", function(v) return type(v) == "string" end },
+  table = { "a table", function(v) return type(v) == "table" end },
+  certificates = { "a list of {CertFile = ..., KeyFile = ...} tables", function(v)
+    if type(v) ~= "table" then return false end
+    for i = 1, #v do
+      local c = v[i]
+      if type(c) ~= "table" or type(c.CertFile) ~= "string" or type(c.KeyFile) ~= "string" then
+        return false
+      end
+    end
+    return true
+  end },
+  tls_version = { "websocket.VersionTLS12 or websocket.VersionTLS13",
+    function(v) return v == 0x0303 or v == 0x0304 end },
+  client_auth = { "a ClientAuthType (websocket.NoClientCert ... RequireAndVerifyClientCert)",
+    function(v) return math.type(v) == "integer" and v >= 0 and v <= 4 end },
   -- gorilla has it and luaws does not yet; false (off, gorilla's zero value) is accepted
   unimplemented = { nil, function(v) return v == false end },
 }
