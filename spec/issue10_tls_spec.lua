@@ -1,0 +1,420 @@
+-- Issue 10: TLS on luaws's own sockets (src/tls.c, lua/luaws/tls.lua): Listen's TLS
+-- option and ListenAndServeTLS (HTTPS and wss:// on one port), the Dialer's
+-- TLSClientConfig for wss://, r.TLS and resp.TLS as Go's tls.ConnectionState, Go's error
+-- texts.
+--
+-- Certificates are made at run time with the openssl tool (spec/tls_certs.lua): a test
+-- CA, a server certificate for localhost and 127.0.0.1, a client certificate, a
+-- self-signed one, an expired one and one for example.com. Independent peers:
+-- spec/peers/tls_peer.py (Python's ssl: HTTPS GETs with a chosen version, ALPN or client
+-- certificate; a WebSocket over TLS that checks close_notify; a plain HTTP request; a
+-- server that never answers; one that answers HTTP), spec/peers/slow_reader.py --tls
+-- (a reader with a 4 KiB receive buffer that reads late), Python's websockets
+-- (spec/peers/py_server.py --tls) and Node's https module when node is installed. The
+-- interop over TLS with Python websockets and gorilla is in spec/interop_spec.lua.
+--
+-- Run from the repository root: busted --lua=lua5.4 spec/issue10_tls_spec.lua
+local support = require "support"
+local websocket = support.websocket
+local tls_certs = require "tls_certs"
+local cjson = require "cjson"
+
+local PYTHON = support.PYTHON
+local q = support.shell_quote
+local TLS_PEER = support.peer("tls_peer.py")
+local SLOW_READER = support.peer("slow_reader.py")
+
+local certs
+
+lazy_setup(function()
+  support.keepalive(true)
+  certs = tls_certs.make()
+end)
+lazy_teardown(function()
+  support.keepalive(false)
+  if certs then certs.remove() end
+end)
+
+-- helpers ------------------------------------------------------------------------------
+
+-- The server's TLS settings: the CA-signed certificate for localhost and 127.0.0.1, plus
+-- the fields of extra.
+local function server_tls(extra)
+  local t = { CertFile = certs.server, KeyFile = certs.server_key }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+-- An echo handler that also serves /page (a plain HTTP page that shows r.TLS) and
+-- records each request's r in seen.requests.
+local function echo_handler(seen)
+  local upgrader = websocket.Upgrader{}
+  return function(w, r)
+    if seen then seen.requests[#seen.requests + 1] = r end
+    if r.URL.Path == "/page" then
+      local t = r.TLS or {}
+      w:Header():Set("Content-Type", "text/plain")
+      w:Write(("page over TLS: version %s, alpn %q, peer %s"):format(tostring(t.Version),
+        tostring(t.NegotiatedProtocol), t.PeerCertificates and t.PeerCertificates[1] and
+        t.PeerCertificates[1].Subject or "none"))
+      return
+    end
+    local c = upgrader:Upgrade(w, r)
+    if not c then return end
+    while true do
+      local mt, data, err = c:ReadMessage()
+      if not mt then
+        if seen then seen.read_errs[#seen.read_errs + 1] = err end
+        break
+      end
+      if not c:WriteMessage(mt, data) then break end
+    end
+    c:Close()
+  end
+end
+
+-- A TLS echo server on 127.0.0.1:0 (closed when the test ends) -> srv, port, seen.
+local function tls_server(extra, handler)
+  local seen = { requests = {}, read_errs = {} }
+  local srv, err = websocket.Listen("127.0.0.1:0", handler or echo_handler(seen),
+    { TLS = server_tls(extra) })
+  assert(srv, "Listen with TLS: " .. tostring(err))
+  finally(function() srv:Close() end)
+  return srv, srv:Port(), seen
+end
+
+local function wss(port, path, host)
+  return ("wss://%s:%d%s"):format(host or "127.0.0.1", port, path or "/")
+end
+
+-- Dial url with a Dialer of these TLS settings (and HandshakeTimeout, default 5 s) in a
+-- luaws coroutine -> c (closed when the test ends), resp, err, seconds the Dial took.
+local function dial(url, tls_config, timeout)
+  local d = websocket.Dialer{ HandshakeTimeout = timeout or 5, TLSClientConfig = tls_config }
+  local c, resp, err, took = support.run(function()
+    local t0 = websocket.Now()
+    local c, resp, err = d:Dial(url)
+    return c, resp, err, websocket.Now() - t0
+  end, (timeout or 5) + 10)
+  if c then finally(function() c:Close() end) end
+  return c, resp, err, took
+end
+
+-- One text message there and back on c -> the echo (or an error text).
+local function echo_once(c, text)
+  return support.run(function()
+    local ok, werr = c:WriteMessage(websocket.TextMessage, text)
+    if not ok then return "write: " .. tostring(werr) end
+    local _, data, rerr = c:ReadMessage()
+    return data or ("read: " .. tostring(rerr))
+  end)
+end
+
+-- Run spec/peers/tls_peer.py with these arguments -> its JSON result.
+local function tls_peer(...)
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = q(tostring(a)) end
+  local status, out = support.run_child(("%s %s %s"):format(PYTHON, q(TLS_PEER),
+    table.concat(args, " ")), 20)
+  assert(status == 0, "tls_peer.py " .. table.concat({ ... }, " ") .. " ended with " ..
+    tostring(status) .. ":\n" .. out:sub(1, 3000))
+  local line
+  for l in out:gmatch("[^\n]+") do
+    if l:sub(1, 1) == "{" then line = l end
+  end
+  assert(line, "tls_peer.py printed no result:\n" .. out:sub(1, 3000))
+  local r = cjson.decode(line)
+  for k, v in pairs(r) do
+    if v == cjson.null then r[k] = nil end
+  end
+  return r
+end
+
+-- A server from tls_peer.py ("silent" or "http400") -> its port (stopped when the test ends).
+local function peer_server(mode)
+  local child = support.spawn(("%s %s %s"):format(PYTHON, q(TLS_PEER), mode))
+  finally(function() support.stop(child) end)
+  local port = support.wait_for(function()
+    return tonumber(support.output(child):match("^(%d+)\n"))
+  end, 10)
+  assert(port, "tls_peer.py " .. mode .. " printed no port:\n" .. support.output(child))
+  return port
+end
+
+local function subjects(certificates)
+  local t = {}
+  for i, cert in ipairs(certificates or {}) do t[i] = cert.Subject end
+  return table.concat(t, " | ")
+end
+
+-- The certificate's serial number as `openssl x509 -serial` prints it (hex, upper case).
+local function serial_of(file)
+  return support.sh_output("openssl x509 -noout -serial -in " .. q(file)):match("serial=(%x+)")
+end
+
+local VERIFY = "tls: failed to verify certificate: x509: "
+
+-- server -------------------------------------------------------------------------------
+
+describe("issue 10: a TLS server (Listen's TLS option)", function()
+  it("serves an HTTPS page and a wss:// WebSocket on one port, r.TLS in the handler", function()
+    local _, port, seen = tls_server()
+    local page = tls_peer("get", port, "/page", "--cafile", certs.ca, "--alpn", "http/1.1")
+    assert.is_nil(page.error, "the HTTPS GET failed: " .. tostring(page.error))
+    assert.are.equal(200, page.status, page.status_line)
+    assert.are.equal([[page over TLS: version 772, alpn "http/1.1", peer none]], page.body)
+    assert.are.equal("close_notify", page["end"], "how the server ended the HTTPS response")
+
+    local c, resp, err = dial(wss(port, "/ws", "localhost"), { RootCAs = certs.ca })
+    assert(c, "Dial: " .. tostring(err))
+    assert.are.equal(101, resp.StatusCode)
+    assert.are.equal("over tls", echo_once(c, "over tls"))
+
+    assert.are.equal(2, #seen.requests)
+    local t = seen.requests[2].TLS
+    assert.is_table(t, "r.TLS of a wss:// request")
+    assert.are.equal(websocket.VersionTLS13, t.Version)
+    assert.is_true(t.HandshakeComplete)
+    assert.is_false(t.DidResume)
+    assert.are.equal("TLS_AES_256_GCM_SHA384", t.CipherSuiteName)
+    assert.are.equal(0x1302, t.CipherSuite)
+    assert.are.equal("localhost", t.ServerName, "the SNI the client sent")
+    assert.are.equal("http/1.1", t.NegotiatedProtocol)
+    assert.are.same({}, t.PeerCertificates, "no client certificate")
+    assert.are.equal("localhost", seen.requests[1].TLS.ServerName, "the Python client's SNI")
+  end)
+
+  it("leaves r.TLS nil on a plain server, and resp.TLS nil for ws://", function()
+    local seen = { requests = {}, read_errs = {} }
+    local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(seen)))
+    finally(function() srv:Close() end)
+    local c, resp, err = dial(support.url(srv:Port()))
+    assert(c, "Dial: " .. tostring(err))
+    assert.is_nil(resp.TLS)
+    assert.is_nil(seen.requests[1].TLS)
+  end)
+
+  for _, v in ipairs({ { "1.2", websocket.VersionTLS12, "TLSv1.2" }, { "1.3", websocket.VersionTLS13, "TLSv1.3" } }) do
+    it("accepts a TLS " .. v[1] .. " client (r.TLS.Version " .. v[2] .. ")", function()
+      local _, port = tls_server()
+      local page = tls_peer("get", port, "/page", "--cafile", certs.ca, "--version", v[1])
+      assert.is_nil(page.error, "the HTTPS GET failed: " .. tostring(page.error))
+      assert.are.equal(v[3], page.version)
+      assert.are.equal(([[page over TLS: version %d, alpn "", peer none]]):format(v[2]), page.body)
+      local ws = tls_peer("ws", port, "/ws", "--cafile", certs.ca, "--version", v[1])
+      assert.is_nil(ws.error, "the WebSocket over TLS failed: " .. tostring(ws.error))
+      assert.are.equal(v[3], ws.version)
+      assert.are.equal("hello tls", ws.echo)
+    end)
+  end
+
+  it("ALPN: negotiates http/1.1; a client offering only h2 gets a no_application_protocol alert (as Go)", function()
+    local _, port = tls_server()
+    local ok = tls_peer("get", port, "/page", "--cafile", certs.ca, "--alpn", "h2,http/1.1")
+    assert.is_nil(ok.error, tostring(ok.error))
+    assert.are.equal("http/1.1", ok.alpn)
+    assert.are.equal([[page over TLS: version 772, alpn "http/1.1", peer none]], ok.body)
+    local h2 = tls_peer("get", port, "/page", "--cafile", certs.ca, "--alpn", "h2")
+    assert.matches("NO_APPLICATION_PROTOCOL", (h2.error or "no error"):upper():gsub(" ", "_"), 1, true)
+  end)
+
+  it("MinVersion = VersionTLS13 refuses TLS 1.2 clients; MaxVersion = VersionTLS12 refuses TLS 1.3 ones", function()
+    local _, port13 = tls_server({ MinVersion = websocket.VersionTLS13 })
+    local r = tls_peer("get", port13, "/page", "--cafile", certs.ca, "--version", "1.2")
+    assert.matches("PROTOCOL_VERSION", (r.error or "no error"):upper():gsub(" ", "_"), 1, true)
+    local c, _, err = dial(wss(port13), { RootCAs = certs.ca, MaxVersion = websocket.VersionTLS12 })
+    assert.is_nil(c)
+    assert.are.equal("remote error: tls: protocol version", tostring(err))
+    assert.is_nil(tls_peer("get", port13, "/page", "--cafile", certs.ca, "--version", "1.3").error)
+
+    local _, port12 = tls_server({ MaxVersion = websocket.VersionTLS12 })
+    r = tls_peer("get", port12, "/page", "--cafile", certs.ca, "--version", "1.3")
+    assert.matches("PROTOCOL_VERSION", (r.error or "no error"):upper():gsub(" ", "_"), 1, true)
+    local c2, resp, err2 = dial(wss(port12), { RootCAs = certs.ca })
+    assert(c2, "Dial: " .. tostring(err2))
+    assert.are.equal(websocket.VersionTLS12, resp.TLS.Version)
+  end)
+
+  it("answers a plain HTTP request with Go's 400 (Client sent an HTTP request to an HTTPS server.)", function()
+    local _, port = tls_server()
+    local r = tls_peer("plain", port)
+    assert.are.equal("HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+      r.response)
+    -- and goes on serving TLS
+    assert.is_nil(tls_peer("get", port, "/page", "--cafile", certs.ca).error)
+  end)
+
+  it("ListenAndServeTLS serves HTTPS and wss:// until SIGTERM, then returns ErrServerClosed", function()
+    local port = support.free_port()
+    local child = support.spawn(support.lua(([=[
+local websocket = require "luaws"
+local up = websocket.Upgrader{}
+websocket.HandleFunc("/page", function(w, r) w:Write("served by ListenAndServeTLS " .. r.TLS.Version) end)
+websocket.HandleFunc("/ws", function(w, r)
+  local c = assert(up:Upgrade(w, r))
+  while true do
+    local mt, data = c:ReadMessage()
+    if not mt then break end
+    c:WriteMessage(mt, data)
+  end
+end)
+print("returned", websocket.ListenAndServeTLS("127.0.0.1:%d", %q, %q))
+]=]):format(port, certs.server, certs.server_key)))
+    finally(function() support.stop(child) end)
+    assert(support.wait_port(port, 10), "ListenAndServeTLS did not listen:\n" .. support.output(child))
+    local page = tls_peer("get", port, "/page", "--cafile", certs.ca)
+    assert.is_nil(page.error, tostring(page.error))
+    assert.are.equal("served by ListenAndServeTLS 772", page.body)
+    local c, _, err = dial(wss(port, "/ws"), { RootCAs = certs.ca })
+    assert(c, "Dial: " .. tostring(err))
+    assert.are.equal("lats", echo_once(c, "lats"))
+    support.kill(child, "TERM")
+    assert.are.equal(0, support.wait(child, 10), "exit status\n" .. support.output(child))
+    assert.matches("returned\tnil\thttp: Server closed", support.output(child), 1, true)
+  end)
+
+  it("ListenAndServeTLS returns nil, err for a certificate file that does not exist (it does not block)", function()
+    local status, out = support.run_child(support.lua(([=[
+local websocket = require "luaws"
+print("returned", websocket.ListenAndServeTLS("127.0.0.1:0", %q, %q))
+]=]):format(certs.dir .. "/missing.pem", certs.server_key)), 10)
+    assert.are.equal(0, status, out)
+    assert.matches("returned\tnil\ttls: ", out, 1, true)
+    assert.matches("missing.pem", out, 1, true)
+  end)
+
+  it("with Workers = 2 both workers answer over TLS", function()
+    local port = support.free_port()
+    local child = support.spawn(support.lua(([=[
+local websocket = require "luaws"
+local pid = require("luaws.core").getpid
+local up = websocket.Upgrader{}
+websocket.HandleFunc("/", function(w, r)
+  local c = assert(up:Upgrade(w, r))
+  c:WriteMessage(websocket.TextMessage, tostring(pid()) .. " " .. tostring(r.TLS and r.TLS.Version))
+  c:ReadMessage()
+end)
+print(websocket.ListenAndServeTLS("127.0.0.1:%d", %q, %q, nil, { Workers = 2 }))
+]=]):format(port, certs.server, certs.server_key)))
+    finally(function() support.stop(child) end)
+    assert(support.wait_for(function()
+      return tonumber(support.sh_output("ss -Hltn 'sport = :" .. port .. "' | wc -l")) == 2
+    end, 10), "2 processes did not listen:\n" .. support.output(child))
+    local pids, answers = {}, 0
+    support.run(function()
+      local d = websocket.Dialer{ HandshakeTimeout = 5, TLSClientConfig = { RootCAs = certs.ca } }
+      for _ = 1, 40 do
+        local c, _, err = d:Dial(wss(port))
+        assert(c, "Dial: " .. tostring(err))
+        local _, data = c:ReadMessage()
+        local pid, version = tostring(data):match("^(%d+) (%d+)$")
+        assert(pid, "the worker's message: " .. tostring(data))
+        assert.are.equal(tostring(websocket.VersionTLS13), version)
+        pids[pid] = true
+        answers = answers + 1
+        c:Close()
+        local n = 0
+        for _ in pairs(pids) do n = n + 1 end
+        if n == 2 and answers >= 4 then break end
+      end
+    end, 30)
+    local list = {}
+    for pid in pairs(pids) do list[#list + 1] = pid end
+    assert.are.equal(2, #list, "distinct workers that answered over TLS in " .. answers ..
+      " connections: " .. table.concat(list, ", "))
+    support.kill(child, "TERM")
+    assert.are.equal(0, support.wait(child, 10), support.output(child))
+  end)
+end)
+
+describe("issue 10: client certificates on the server (ClientAuth, ClientCAs)", function()
+  local function with_client(which)
+    return { RootCAs = certs.ca, Certificates = { { CertFile = certs[which], KeyFile = certs[which .. "_key"] } } }
+  end
+
+  it("RequireAndVerifyClientCert: no certificate fails the handshake; the CA's client certificate is in r.TLS.PeerCertificates", function()
+    local _, port, seen = tls_server({ ClientAuth = websocket.RequireAndVerifyClientCert, ClientCAs = certs.ca })
+    local c, _, err = dial(wss(port), { RootCAs = certs.ca })
+    assert.is_nil(c)
+    assert.are.equal("remote error: tls: certificate required", tostring(err))
+    local c12, _, err12 = dial(wss(port), { RootCAs = certs.ca, MaxVersion = websocket.VersionTLS12 })
+    assert.is_nil(c12)
+    assert.matches("^remote error: tls: ", tostring(err12))
+    local cs, _, errs = dial(wss(port), with_client("self"))
+    assert.is_nil(cs, "a self-signed client certificate was accepted")
+    assert.matches("^remote error: tls: ", tostring(errs))
+    assert.are.equal(0, #seen.requests, "no request may reach the handler")
+
+    local c2, resp, err2 = dial(wss(port), with_client("client"))
+    assert(c2, "Dial with the client certificate: " .. tostring(err2))
+    assert.are.equal("cert", echo_once(c2, "cert"))
+    local t = seen.requests[1].TLS
+    assert.are.equal("CN=luaws test client", t.PeerCertificates[1].Subject)
+    assert.are.equal("CN=luaws test CA", t.PeerCertificates[1].Issuer)
+    assert.are.equal(serial_of(certs.client), t.PeerCertificates[1].SerialNumber)
+    assert.is_table(resp.TLS)
+
+    local page = tls_peer("get", port, "/page", "--cafile", certs.ca, "--cert", certs.client,
+      "--key", certs.client_key)
+    assert.is_nil(page.error, tostring(page.error))
+    assert.are.equal([[page over TLS: version 772, alpn "", peer CN=luaws test client]], page.body)
+  end)
+
+  it("ClientCAs may be a directory of hashed certificates (openssl rehash)", function()
+    local _, port, seen = tls_server({ ClientAuth = websocket.RequireAndVerifyClientCert, ClientCAs = certs.ca_dir })
+    local c, _, err = dial(wss(port), with_client("client"))
+    assert(c, "Dial: " .. tostring(err))
+    assert.are.equal("CN=luaws test client", seen.requests[1].TLS.PeerCertificates[1].Subject)
+  end)
+
+  it("VerifyClientCertIfGiven: no certificate is fine (PeerCertificates empty), a CA-signed one is verified, a self-signed one fails", function()
+    local _, port, seen = tls_server({ ClientAuth = websocket.VerifyClientCertIfGiven, ClientCAs = certs.ca })
+    local c, _, err = dial(wss(port), { RootCAs = certs.ca })
+    assert(c, "Dial without a certificate: " .. tostring(err))
+    assert.are.same({}, seen.requests[1].TLS.PeerCertificates)
+    local c2, _, err2 = dial(wss(port), with_client("client"))
+    assert(c2, "Dial with the client certificate: " .. tostring(err2))
+    assert.are.equal("CN=luaws test client", seen.requests[2].TLS.PeerCertificates[1].Subject)
+    local c3, _, err3 = dial(wss(port), with_client("self"))
+    assert.is_nil(c3, "a self-signed client certificate was accepted")
+    assert.matches("^remote error: tls: ", tostring(err3))
+  end)
+
+  it("RequestClientCert accepts a self-signed client certificate (and none)", function()
+    local _, port, seen = tls_server({ ClientAuth = websocket.RequestClientCert })
+    local c, _, err = dial(wss(port), with_client("self"))
+    assert(c, "Dial with a self-signed certificate: " .. tostring(err))
+    assert.are.equal("CN=localhost", subjects(seen.requests[1].TLS.PeerCertificates))
+    local c2, _, err2 = dial(wss(port), { RootCAs = certs.ca })
+    assert(c2, "Dial without a certificate: " .. tostring(err2))
+    assert.are.same({}, seen.requests[2].TLS.PeerCertificates)
+  end)
+
+  it("RequireAnyClientCert: a self-signed certificate is accepted, none fails", function()
+    local _, port, seen = tls_server({ ClientAuth = websocket.RequireAnyClientCert })
+    local c, _, err = dial(wss(port), with_client("self"))
+    assert(c, "Dial with a self-signed certificate: " .. tostring(err))
+    assert.are.equal("CN=localhost", subjects(seen.requests[1].TLS.PeerCertificates))
+    local c2, _, err2 = dial(wss(port), { RootCAs = certs.ca })
+    assert.is_nil(c2)
+    assert.are.equal("remote error: tls: certificate required", tostring(err2))
+  end)
+end)
+
+describe("issue 10: bad TLS settings", function()
+  local function listen_err(extra)
+    local srv, err = websocket.Listen("127.0.0.1:0", function() end, { TLS = server_tls(extra) })
+    if srv then srv:Close() end
+    assert.is_nil(srv, "Listen accepted the TLS settings")
+    return tostring(err)
+  end
+
+  it("Listen without a certificate, or with CertFile but no KeyFile", function()
+    local srv, err = websocket.Listen("127.0.0.1:0", function() end, { TLS = {} })
+    assert.is_nil(srv)
+    assert.are.equal("tls: neither Certificates nor CertFile/KeyFile given", tostring(err))
+    assert.matches("CertFile and KeyFile go together", support.raises(function()
+      websocket.Listen("127.0.0.1:0", function() end, { TLS = { CertFile = certs.server } })
+    end), 1, true)
+  end)
+end)
