@@ -691,7 +691,9 @@ static int l_tls_config(lua_State *L)
 	if (!ctx)
 		return config_fail(L, NULL, "cannot make a context", NULL);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* NO_AUTO_CHAIN: send the chain the certificate file holds, as Go does, not one
+	 * OpenSSL completes from the CAs we verify with (RootCAs, ClientCAs) */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	if (opt_field(L, 2, "MinVersion", LUA_TNUMBER))
 		SSL_CTX_set_min_proto_version(ctx, (int)lua_tointeger(L, -1));
