@@ -412,6 +412,21 @@ describe("issue 10: bad TLS settings", function()
     return tostring(err)
   end
 
+  it("an encrypted key file: Listen fails at once, it never asks for a passphrase on the terminal", function()
+    -- OpenSSL's default passphrase callback prompts on the controlling terminal and
+    -- waits: run Listen under script(1), which gives it one
+    local lua = support.lua(([=[
+local websocket = require "luaws"
+local srv, err = websocket.Listen("127.0.0.1:0", nil, { TLS = { CertFile = %q, KeyFile = %q } })
+print("returned", srv, err)
+]=]):format(certs.server, certs.encrypted_key))
+    local status, out = support.run_child("script -qec " .. q(lua) .. " /dev/null", 10)
+    assert.is_falsy(out:find("pass phrase", 1, true), "it asked for a passphrase:\n" .. out)
+    assert.are.equal(0, status, "Listen did not return within 10 s (or the child failed):\n" .. out)
+    assert.matches("returned\tnil\ttls: cannot load key " .. certs.encrypted_key:gsub("%p", "%%%0") ..
+      ": ", out)
+  end)
+
   it("Listen without a certificate, or with CertFile but no KeyFile", function()
     local srv, err = websocket.Listen("127.0.0.1:0", function() end, { TLS = {} })
     assert.is_nil(srv)

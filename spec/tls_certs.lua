@@ -12,6 +12,7 @@
 --                                  -req cannot backdate)
 -- certs.other, .other_key         by the CA, for DNS:example.com only
 -- certs.wrong_key                 a key that belongs to none of the certificates
+-- certs.encrypted_key             the server's key, encrypted (PKCS#8, passphrase "secret")
 -- certs.bundle                    server certificate + key in one PEM file
 --
 -- Keys are P-256 (fast to make); the whole set takes well under a second.
@@ -110,6 +111,8 @@ commonName = supplied
     :format(q(dir), ec), "the expired certificate")
   run(("cd %s && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out wrong.key")
     :format(q(dir)), "the stray key")
+  run(("cd %s && openssl pkcs8 -topk8 -in server.key -v2 aes256 -passout pass:secret -out encrypted.key")
+    :format(q(dir)), "the encrypted key")
   run(("cd %s && cp ca.pem cadir/ && openssl rehash cadir && cat server.pem server.key >bundle.pem")
     :format(q(dir)), "the hashed CA directory")
 
@@ -118,6 +121,7 @@ commonName = supplied
     c[name], c[name .. "_key"] = path(name .. ".pem"), path(name .. ".key")
   end
   c.wrong_key, c.bundle = path("wrong.key"), path("bundle.pem")
+  c.encrypted_key = path("encrypted.key")
   function c.remove()
     if dir:match("^/tmp/luaws%-tls%.") then os.execute("rm -rf " .. q(dir)) end
   end

@@ -658,6 +658,17 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 	return SSL_TLSEXT_ERR_ALERT_FATAL; /* as Go: no protocol in common */
 }
 
+/* An encrypted key file: no passphrase (OpenSSL's default callback would prompt on the
+ * terminal and wait there, with the whole loop). */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)arg;
+	return -1;
+}
+
 static int accept_any(int ok, X509_STORE_CTX *store)
 {
 	(void)ok;
@@ -690,6 +701,7 @@ static int l_tls_config(lua_State *L)
 	ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	if (!ctx)
 		return config_fail(L, NULL, "cannot make a context", NULL);
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	/* NO_AUTO_CHAIN: send the chain the certificate file holds, as Go does, not one
 	 * OpenSSL completes from the CAs we verify with (RootCAs, ClientCAs) */
