@@ -18,9 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <openssl/pem.h>
 
 #include "luaws.h"
 
@@ -628,22 +631,63 @@ SSL_CTX *luaws_tls_check_config(lua_State *L, int idx, int server)
 	return cfg->ctx;
 }
 
-/* The first OpenSSL error, for a config that could not be made. */
-static int config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *file)
+/* A config that could not be made: nil, "tls: <what> <file>: <why>", why from
+ * OpenSSL's error queue in plain words unless given ("": none). */
+static int config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *file,
+		       const char *why)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error(), err; /* the first: the cause */
 	char buf[256];
 	SSL_CTX_free(ctx);
-	ERR_error_string_n(e, buf, sizeof(buf));
+	if (!why && e) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		why = ERR_reason_error_string(e) ? ERR_reason_error_string(e) : buf;
+		if (ERR_GET_LIB(e) == ERR_LIB_SYS)
+			why = strerror(ERR_GET_REASON(e));
+		while ((err = ERR_get_error())) {
+			int lib = ERR_GET_LIB(err), reason = ERR_GET_REASON(err);
+			if (lib == ERR_LIB_PEM && reason == PEM_R_BAD_PASSWORD_READ) {
+				why = "the key is encrypted (luaws asks for no passphrase)";
+				break;
+			}
+			if ((lib == ERR_LIB_PEM && reason == PEM_R_NO_START_LINE) ||
+			    (lib == ERR_LIB_OSSL_DECODER && reason == ERR_R_UNSUPPORTED) ||
+			    (lib == ERR_LIB_X509 && reason == X509_R_NO_CERTIFICATE_OR_CRL_FOUND))
+				why = !strcmp(what, "cannot load key") ? "no private key (PEM) in it" :
+									 "no certificate (PEM) in it";
+		}
+	}
 	ERR_clear_error();
 	luaL_pushfail(L);
-	if (file)
-		lua_pushfstring(L, "tls: %s %s: %s", what, file,
-				e ? (ERR_reason_error_string(e) ? ERR_reason_error_string(e) : buf) :
-				    "failed");
+	if (file && why && !*why)
+		lua_pushfstring(L, "tls: %s %s", what, file);
+	else if (file)
+		lua_pushfstring(L, "tls: %s %s: %s", what, file, why ? why : "failed");
 	else
-		lua_pushfstring(L, "tls: %s: %s", what, buf);
+		lua_pushfstring(L, "tls: %s: %s", what, why ? why : "failed");
 	return 2;
+}
+
+/* A file to load: NULL when it is one, else why not (as Go's "open ...: ..."). */
+static const char *not_a_file(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st))
+		return strerror(errno);
+	return S_ISDIR(st.st_mode) ? strerror(EISDIR) : NULL;
+}
+
+/* Load CAs to verify with from a PEM file or a directory of hashed certificates
+ * (openssl rehash). 0, or -1 with the error pushed (ctx freed). */
+static int load_cas(lua_State *L, SSL_CTX *ctx, const char *cas, int *is_dir)
+{
+	struct stat st;
+	if (stat(cas, &st))
+		return config_fail(L, ctx, "cannot load CAs from", cas, strerror(errno)), -1;
+	*is_dir = S_ISDIR(st.st_mode);
+	if (SSL_CTX_load_verify_locations(ctx, *is_dir ? NULL : cas, *is_dir ? cas : NULL) != 1)
+		return config_fail(L, ctx, "cannot load CAs from", cas, NULL), -1;
+	return 0;
 }
 
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -700,7 +744,7 @@ static int l_tls_config(lua_State *L)
 	ERR_clear_error();
 	ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	if (!ctx)
-		return config_fail(L, NULL, "cannot make a context", NULL);
+		return config_fail(L, NULL, "cannot make a context", NULL, NULL);
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	/* NO_AUTO_CHAIN: send the chain the certificate file holds, as Go does, not one
@@ -726,13 +770,21 @@ static int l_tls_config(lua_State *L)
 			if (!cert || !key)
 				return luaL_error(L, "tls config: Certificates[%d] needs CertFile "
 						     "and KeyFile", i);
+			if (not_a_file(cert))
+				return config_fail(L, ctx, "cannot load certificate", cert,
+						   not_a_file(cert));
 			if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-				return config_fail(L, ctx, "cannot load certificate", cert);
-			if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
-				return config_fail(L, ctx, "cannot load key", key);
-			if (SSL_CTX_check_private_key(ctx) != 1)
-				return config_fail(L, ctx, "private key does not match public key in",
-						   cert);
+				return config_fail(L, ctx, "cannot load certificate", cert, NULL);
+			if (not_a_file(key))
+				return config_fail(L, ctx, "cannot load key", key, not_a_file(key));
+			if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 &&
+			    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
+				return config_fail(L, ctx, "cannot load key", key, NULL);
+			if (SSL_CTX_check_private_key(ctx) != 1) {
+				lua_pushfstring(L, "(%s, %s)", key, cert);
+				return config_fail(L, ctx, "private key does not match public key",
+						   lua_tostring(L, -1), "");
+			}
 			lua_pop(L, 3);
 		}
 	}
@@ -750,10 +802,12 @@ static int l_tls_config(lua_State *L)
 						    SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
 		if (opt_field(L, 2, "ClientCAs", LUA_TSTRING)) {
 			const char *cas = lua_tostring(L, -1);
-			STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cas);
-			if (SSL_CTX_load_verify_locations(ctx, cas, NULL) != 1 &&
-			    SSL_CTX_load_verify_locations(ctx, NULL, cas) != 1)
-				return config_fail(L, ctx, "cannot load CAs from", cas);
+			STACK_OF(X509_NAME) *names;
+			int is_dir;
+			if (load_cas(L, ctx, cas, &is_dir))
+				return 2;
+			/* the CAs' names, in the certificate request */
+			names = is_dir ? NULL : SSL_load_client_CA_file(cas);
 			if (names)
 				SSL_CTX_set_client_CA_list(ctx, names);
 		}
@@ -770,12 +824,11 @@ static int l_tls_config(lua_State *L)
 			insecure = lua_toboolean(L, -1);
 		lua_pop(L, 1);
 		if (opt_field(L, 2, "RootCAs", LUA_TSTRING)) {
-			const char *cas = lua_tostring(L, -1);
-			if (SSL_CTX_load_verify_locations(ctx, cas, NULL) != 1 &&
-			    SSL_CTX_load_verify_locations(ctx, NULL, cas) != 1)
-				return config_fail(L, ctx, "cannot load CAs from", cas);
+			int is_dir;
+			if (load_cas(L, ctx, lua_tostring(L, -1), &is_dir))
+				return 2;
 		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-			return config_fail(L, ctx, "cannot load the system's CAs", NULL);
+			return config_fail(L, ctx, "cannot load the system's CAs", NULL, NULL);
 		}
 		lua_pop(L, 1);
 		SSL_CTX_set_verify(ctx, insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, verified);
