@@ -472,3 +472,177 @@ print("returned", srv, err)
     assert.are.equal("tls: cannot load certificate " .. missing .. ": No such file or directory", tostring(err))
   end)
 end)
+
+-- client -------------------------------------------------------------------------------
+
+describe("issue 10: a TLS client (Dialer.TLSClientConfig, wss://)", function()
+  it("verifies the server against RootCAs, a file or a hashed directory; resp.TLS is Go's ConnectionState", function()
+    local _, port = tls_server()
+    for _, roots in ipairs({ certs.ca, certs.ca_dir }) do
+      local c, resp, err = dial(wss(port, "/", "localhost"), { RootCAs = roots })
+      assert(c, "Dial with RootCAs = " .. roots .. ": " .. tostring(err))
+      assert.are.equal("roots", echo_once(c, "roots"))
+      local t = resp.TLS
+      assert.is_table(t, "resp.TLS")
+      assert.are.equal(websocket.VersionTLS13, t.Version)
+      assert.is_true(t.HandshakeComplete)
+      assert.are.equal(0x1302, t.CipherSuite)
+      assert.are.equal("TLS_AES_256_GCM_SHA384", t.CipherSuiteName)
+      assert.are.equal("localhost", t.ServerName)
+      assert.are.equal("http/1.1", t.NegotiatedProtocol)
+      assert.are.equal(1, #t.PeerCertificates, subjects(t.PeerCertificates))
+      local cert = t.PeerCertificates[1]
+      assert.are.equal("CN=localhost", cert.Subject)
+      assert.are.equal("CN=luaws test CA", cert.Issuer)
+      assert.are.same({ "localhost" }, cert.DNSNames)
+      assert.are.same({ "127.0.0.1" }, cert.IPAddresses)
+      assert.are.equal(serial_of(certs.server), cert.SerialNumber)
+      local now = os.time()
+      assert(cert.NotBefore <= now and now - cert.NotBefore < 3600,
+        "NotBefore " .. tostring(cert.NotBefore) .. " is not about now (" .. now .. ")")
+      assert.are.equal(30 * 86400, cert.NotAfter - cert.NotBefore, "the certificate is valid for 30 days")
+    end
+    local c, resp, err = dial(wss(port), { RootCAs = certs.ca, MaxVersion = websocket.VersionTLS12 })
+    assert(c, "Dial with TLS 1.2: " .. tostring(err))
+    assert.are.equal(websocket.VersionTLS12, resp.TLS.Version)
+    assert.are.equal(0xC02C, resp.TLS.CipherSuite)
+    assert.are.equal("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", resp.TLS.CipherSuiteName)
+  end)
+
+  it("refuses a server its CAs did not sign: certificate signed by unknown authority", function()
+    local _, port = tls_server()
+    local c, resp, err = dial(wss(port, "/", "localhost"))
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.are.equal(VERIFY .. "certificate signed by unknown authority", tostring(err),
+      "the system's CAs do not know the test CA")
+    local _, self_port = tls_server({ CertFile = certs.self, KeyFile = certs.self_key })
+    c, _, err = dial(wss(self_port), { RootCAs = certs.ca })
+    assert.is_nil(c)
+    assert.are.equal(VERIFY .. "certificate signed by unknown authority", tostring(err))
+    c, _, err = dial(wss(self_port), { RootCAs = certs.self })
+    assert(c, "the self-signed certificate as its own root: " .. tostring(err))
+  end)
+
+  it("refuses an expired certificate: certificate has expired or is not yet valid", function()
+    local _, port = tls_server({ CertFile = certs.expired, KeyFile = certs.expired_key })
+    local c, _, err = dial(wss(port), { RootCAs = certs.ca })
+    assert.is_nil(c)
+    assert.are.equal(VERIFY .. "certificate has expired or is not yet valid", tostring(err))
+  end)
+
+  it("checks the host name: the URL's host, or ServerName, must be in the certificate", function()
+    local _, other_port, seen = tls_server({ CertFile = certs.other, KeyFile = certs.other_key })
+    local c, _, err = dial(wss(other_port), { RootCAs = certs.ca })
+    assert.is_nil(c)
+    assert.are.equal(VERIFY .. "certificate is valid for example.com, not 127.0.0.1", tostring(err))
+    c, _, err = dial(wss(other_port, "/", "localhost"), { RootCAs = certs.ca })
+    assert.is_nil(c)
+    assert.are.equal(VERIFY .. "certificate is valid for example.com, not localhost", tostring(err))
+    -- ServerName overrides the URL's host: the name verified and the SNI sent
+    local c2, resp, err2 = dial(wss(other_port), { RootCAs = certs.ca, ServerName = "example.com" })
+    assert(c2, "Dial with ServerName = example.com: " .. tostring(err2))
+    assert.are.equal("example.com", resp.TLS.ServerName)
+    assert.are.equal("example.com", seen.requests[1].TLS.ServerName, "the SNI the server got")
+    assert.are.equal("127.0.0.1:" .. other_port, seen.requests[1].Host, "the Host header is still the URL's")
+
+    local _, port = tls_server()
+    c, _, err = dial(wss(port), { RootCAs = certs.ca, ServerName = "example.com" })
+    assert.is_nil(c)
+    assert.are.equal(VERIFY .. "certificate is valid for localhost, 127.0.0.1, not example.com", tostring(err))
+  end)
+
+  it("InsecureSkipVerify accepts any certificate (self-signed, expired, another host's)", function()
+    for _, which in ipairs({ "self", "expired", "other" }) do
+      local _, port = tls_server({ CertFile = certs[which], KeyFile = certs[which .. "_key"] })
+      local c, resp, err = dial(wss(port), { InsecureSkipVerify = true })
+      assert(c, which .. ": " .. tostring(err))
+      assert.are.equal("insecure", echo_once(c, "insecure"))
+      assert.are.equal(1, #resp.TLS.PeerCertificates)
+    end
+  end)
+
+  it("a server that answers in plain HTTP: tls: first record does not look like a TLS handshake", function()
+    local port = peer_server("http400")
+    local c, resp, err, took = dial(wss(port), { RootCAs = certs.ca }, 5)
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.are.equal("tls: first record does not look like a TLS handshake", tostring(err))
+    assert(took < 2, "it took " .. took .. " s")
+  end)
+
+  it("a plain luaws server on a wss:// URL: an error within HandshakeTimeout", function()
+    local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler()))
+    finally(function() srv:Close() end)
+    local c, _, err, took = dial(wss(srv:Port()), { RootCAs = certs.ca }, 1)
+    assert.is_nil(c)
+    assert.is_truthy(err, "no error")
+    assert(took < 1.5, "it took " .. took .. " s (HandshakeTimeout 1 s)")
+  end)
+
+  it("a TLS server on a ws:// URL: bad handshake (its 400), at once", function()
+    local _, port = tls_server()
+    local c, resp, err, took = dial(support.url(port), nil, 5)
+    assert.is_nil(c)
+    assert.are.equal(websocket.ErrBadHandshake, err)
+    assert.are.equal(400, resp and resp.StatusCode)
+    assert(took < 2, "it took " .. took .. " s")
+  end)
+
+  it("a server that never answers the ClientHello: an i/o timeout within HandshakeTimeout, not a hang", function()
+    local port = peer_server("silent")
+    local c, resp, err, took = dial(wss(port), { RootCAs = certs.ca }, 1)
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.are.equal("dial tcp 127.0.0.1:" .. port .. ": i/o timeout", tostring(err))
+    assert.is_true(err.timeout)
+    assert(took >= 0.9 and took < 1.5, "it took " .. took .. " s (HandshakeTimeout 1 s)")
+  end)
+
+  it("talks to Python's websockets over TLS (wss://, RootCAs)", function()
+    local child = support.spawn(("%s %s --tls %s %s"):format(PYTHON, q(support.peer("py_server.py")),
+      q(certs.server), q(certs.server_key)))
+    finally(function() support.stop(child) end)
+    local port = support.wait_for(function() return tonumber(support.output(child):match("^(%d+)\n")) end, 10)
+    assert(port, "py_server.py --tls printed no port:\n" .. support.output(child))
+    local c, resp, err = dial(wss(port, "/echo", "localhost"), { RootCAs = certs.ca })
+    assert(c, "Dial: " .. tostring(err))
+    assert.are.equal("python tls", echo_once(c, "python tls"))
+    assert.are.equal("CN=localhost", resp.TLS.PeerCertificates[1].Subject)
+    assert.are.equal("", resp.TLS.NegotiatedProtocol, "Python's server offers no ALPN")
+    local c2, _, err2 = dial(wss(port, "/echo", "localhost"), { RootCAs = certs.self })
+    assert.is_nil(c2)
+    assert.are.equal(VERIFY .. "certificate signed by unknown authority", tostring(err2))
+  end)
+
+  it("Node's https module fetches the HTTPS page (when node is installed)", function()
+    local node = support.sh_output("command -v node || true")
+    if node == "" then
+      pending("node is not installed")
+      return
+    end
+    local _, port = tls_server()
+    local script = ([=[
+const https = require("https"), fs = require("fs");
+https.get({ host: "127.0.0.1", port: %d, path: "/page", ca: fs.readFileSync(%q), servername: "localhost",
+            ALPNProtocols: ["http/1.1"] }, (res) => {
+  let body = "";
+  res.on("data", (d) => body += d);
+  res.on("end", () => console.log(JSON.stringify({ status: res.statusCode, body, alpn: res.socket.alpnProtocol,
+                                                   version: res.socket.getProtocol() })));
+}).on("error", (e) => console.log(JSON.stringify({ error: String(e) })));
+]=]):format(port, certs.ca)
+    local path = certs.dir .. "/get.js"
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    local status, out = support.run_child(q(node) .. " " .. q(path), 15)
+    assert.are.equal(0, status, out)
+    local r = cjson.decode(out:match("{.*}") or "{}")
+    assert.is_nil(r.error, tostring(r.error))
+    assert.are.equal(200, r.status)
+    assert.are.equal([[page over TLS: version 772, alpn "http/1.1", peer none]], r.body)
+    assert.are.equal("http/1.1", r.alpn)
+    assert.are.equal("TLSv1.3", r.version)
+  end)
+end)
