@@ -646,3 +646,227 @@ https.get({ host: "127.0.0.1", port: %d, path: "/page", ca: fs.readFileSync(%q),
     assert.are.equal("TLSv1.3", r.version)
   end)
 end)
+
+-- bytes and stress ---------------------------------------------------------------------
+
+-- slow_reader.py's pattern(n): 8-byte units (k, k * 2654435761 mod 2^32), big-endian.
+local function pattern(n)
+  local t = {}
+  for k = 0, (n + 7) // 8 - 1 do
+    t[k + 1] = string.pack(">I4I4", k, (k * 2654435761) & 0xFFFFFFFF)
+  end
+  return table.concat(t):sub(1, n)
+end
+
+local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
+local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
+
+describe("issue 10: bytes over TLS", function()
+  it("echoes text and binary messages of 0 B .. 16 MiB byte-exact, luaws client <-> luaws server", function()
+    local _, port = tls_server()
+    local c, _, err = dial(wss(port), { RootCAs = certs.ca })
+    assert(c, "Dial: " .. tostring(err))
+    local block = support.binary(1024 * 1024, 7)
+    local sizes = { 0, 1, 125, 126, 127, 4095, 4096, 16383, 16384, 16385, 65535, 65536, 65537,
+      262144 + 3, 1048576, 16 * 1048576 }
+    local problems = support.run(function()
+      local problems = {}
+      for _, n in ipairs(sizes) do
+        for _, mt in ipairs({ websocket.TextMessage, websocket.BinaryMessage }) do
+          local payload = mt == websocket.TextMessage and text(n) or block:rep(n // #block + 1):sub(1, n)
+          local ok, werr = c:WriteMessage(mt, payload)
+          if not ok then
+            problems[#problems + 1] = ("write %d (%d): %s"):format(n, mt, tostring(werr))
+            return problems
+          end
+          local got_mt, data, rerr = c:ReadMessage()
+          local d = support.diff(data, payload)
+          if got_mt ~= mt or d then
+            problems[#problems + 1] = ("echo of %d bytes (type %d): type %s, %s %s"):format(n, mt,
+              tostring(got_mt), tostring(d), tostring(rerr))
+          end
+        end
+      end
+      return problems
+    end, 60)
+    assert.are.same({}, problems)
+  end)
+
+  -- The slow-reader scenario (issue 9's, spec/issue9_writepath_spec.lua) over TLS: the
+  -- server writes one binary message of SIZE bytes right after the upgrade; the peer
+  -- (4 KiB receive buffer) reads nothing for 1 s, pings, then reads everything, sends
+  -- close 1000 and reads until the end. script_of(port_file) is a Lua child that serves
+  -- one such connection and prints what its handler saw as a JSON line.
+  local SIZE = 3000000
+  local function slow_server_script()
+    return support.lua(([=[
+local websocket = require "luaws"
+local cjson = require "cjson"
+local t = {}
+for k = 0, (%d + 7) // 8 - 1 do t[k + 1] = string.pack(">I4I4", k, (k * 2654435761) & 0xFFFFFFFF) end
+local payload = table.concat(t):sub(1, %d)
+local seen = {}
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = websocket.Upgrader{}:Upgrade(w, r)
+  if not c then return end
+  seen.write_called_at = websocket.Now()
+  seen.write_ok, seen.write_err = c:WriteMessage(websocket.BinaryMessage, payload)
+  local _, _, err = c:ReadMessage()
+  while not err do _, _, err = c:ReadMessage() end
+  seen.read_err = err and err.code or tostring(err)
+  c:Close()
+  seen.done = true
+end, { TLS = { CertFile = %q, KeyFile = %q } }))
+local out = os.tmpname()
+os.execute(("%s %s --tls %s ping %%d /slow %d >%%s 2>&1 &"):format(srv:Port(), out))
+local deadline = websocket.Now() + 40
+local line
+while websocket.Now() < deadline and not (line and seen.done) do
+  websocket.Sleep(0.05)
+  local f = io.open(out)
+  line = f and f:read("a"):match("({.*})")
+  if f then f:close() end
+end
+os.remove(out)
+print("PEER " .. tostring(line))
+seen.write_err = seen.write_err and tostring(seen.write_err)
+print("SERVER " .. cjson.encode(seen))
+]=]):format(SIZE, SIZE, certs.server, certs.server_key, PYTHON, SLOW_READER, certs.ca, SIZE))
+  end
+
+  local function check_slow(status, out)
+    assert.are.equal(0, status, out:sub(1, 3000))
+    local peer = out:match("PEER ({[^\n]*})")
+    assert(peer, "the slow reader printed no result:\n" .. out:sub(1, 3000))
+    local r = cjson.decode(peer)
+    local seen = cjson.decode(out:match("SERVER ({[^\n]*})") or "{}")
+    assert.are.equal("ok", r.handshake)
+    assert(seen.write_called_at and seen.write_called_at < r.sent_at,
+      "precondition: the ping went out before the handler called WriteMessage")
+    assert.are.equal(1, #r.messages, "data messages received")
+    assert.are.equal(SIZE, r.messages[1].len)
+    assert.are.equal(cjson.null, r.messages[1].first_diff, "the first byte that differs")
+    assert.are.same({ "PINGPING" }, r.pongs, "the pongs")
+    assert.are.same({ 1000 }, r.closes, "the close frames")
+    assert.is_true(r.eof, "the server closed TLS and TCP")
+    assert.is_true(seen.done, "the handler did not end")
+    assert.is_true(seen.write_ok, tostring(seen.write_err))
+    assert.are.equal(1000, seen.read_err)
+  end
+
+  it("a slow reader (4 KiB receive buffer, reads nothing for 1 s) gets 3 MB byte-exact, its pong between frames, then close 1000", function()
+    check_slow(support.run_child(slow_server_script(), 50))
+  end)
+
+  it("the same with a 64 KiB send buffer (a network namespace of its own): ciphertext is written in part and the rest waits", function()
+    -- Linux's send buffer on loopback grows to megabytes, and luaws hands the socket at
+    -- most 256 KiB of ciphertext at a time, when it is writeable: a send is never cut
+    -- short. In a network namespace whose tcp_wmem is at most 64 KiB it is, again and
+    -- again (the rest of the ciphertext waits in the record's out buffer).
+    if os.execute("command -v unshare >/dev/null && command -v ip >/dev/null && " ..
+        "unshare -n true 2>/dev/null") ~= true then
+      pending("needs unshare -n (root) and ip to shrink the send buffer")
+      return
+    end
+    check_slow(support.run_child(("unshare -n sh -c %s"):format(q(
+      "ip link set lo up && sysctl -qw net.ipv4.tcp_wmem='4096 16384 65536' && exec " ..
+      slow_server_script())), 50))
+  end)
+
+  it("50 concurrent TLS connections echo byte-exact", function()
+    local _, port, seen = tls_server()
+    local N, done, problems = 50, 0, {}
+    local d = websocket.Dialer{ HandshakeTimeout = 10, TLSClientConfig = { RootCAs = certs.ca } }
+    local block = support.binary(70000, 3)
+    local conns = {}
+    finally(function() for _, c in pairs(conns) do c:Close() end end)
+    for i = 1, N do
+      websocket.Go(function()
+        local c, _, err = d:Dial(wss(port, "/c/" .. i))
+        if not c then
+          problems[#problems + 1] = ("conn %d: Dial: %s"):format(i, tostring(err))
+          done = done + 1
+          return
+        end
+        conns[i] = c
+        for k = 1, 20 do
+          local n = (i * 7919 + k * 104729) % 70000
+          local payload = ("%d:%d:"):format(i, k) .. block:sub(1, n)
+          local mt = k % 2 == 0 and websocket.TextMessage or websocket.BinaryMessage
+          if mt == websocket.TextMessage then payload = text(n) end
+          local ok, werr = c:WriteMessage(mt, payload)
+          local got_mt, data, rerr
+          if ok then got_mt, data, rerr = c:ReadMessage() end
+          if not ok or got_mt ~= mt or data ~= payload then
+            problems[#problems + 1] = ("conn %d message %d (%d bytes): %s"):format(i, k, #payload,
+              tostring(werr or rerr or support.diff(data, payload)))
+            break
+          end
+        end
+        c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "done " .. i))
+        local _, _, cerr = c:ReadMessage()
+        if not (cerr and cerr.code == 1000) then
+          problems[#problems + 1] = ("conn %d: close: %s"):format(i, tostring(cerr))
+        end
+        c:Close()
+        done = done + 1
+      end)
+    end
+    assert(support.wait_for(function() return done == N end, 40), done .. " of " .. N .. " connections finished")
+    assert.are.same({}, problems)
+    assert(support.wait_for(function() return #seen.read_errs == N end, 5))
+    for _, e in ipairs(seen.read_errs) do
+      assert.are.equal(1000, e.code, tostring(e))
+      assert.matches("^done %d+$", e.text)
+    end
+  end)
+
+  it("close handshake over TLS: the codes round-trip both ways, and the server ends TLS with close_notify", function()
+    local st = {}
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      local c = websocket.Upgrader{}:Upgrade(w, r)
+      if not c then return end
+      local mt, data = c:ReadMessage()
+      if data == "close me" then
+        st.close_ok, st.close_err = c:WriteMessage(websocket.CloseMessage,
+          websocket.FormatCloseMessage(websocket.CloseGoingAway, "server going away"))
+      elseif mt then
+        c:WriteMessage(mt, data)
+      end
+      st[#st + 1] = select(3, c:ReadMessage())
+      c:Close()
+    end, { TLS = server_tls() }))
+    finally(function() srv:Close() end)
+    local port = srv:Port()
+    -- the client closes with 4000 + text: the server's handler reads it, the client gets it back
+    local c, _, err = dial(wss(port), { RootCAs = certs.ca })
+    assert(c, "Dial: " .. tostring(err))
+    local cerr = support.run(function()
+      assert(c:WriteMessage(websocket.TextMessage, "hello"))
+      assert.are.equal("hello", select(2, c:ReadMessage()))
+      assert(c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "client bye")))
+      return select(3, c:ReadMessage())
+    end)
+    assert.is_true(websocket.IsCloseError(cerr, 4000), tostring(cerr))
+    assert(support.wait_for(function() return #st == 1 end, 5))
+    assert.are.equal(4000, st[1].code)
+    assert.are.equal("client bye", st[1].text)
+    -- the server closes with 1001 + text
+    local c2, _, err2 = dial(wss(port), { RootCAs = certs.ca })
+    assert(c2, "Dial: " .. tostring(err2))
+    local cerr2 = support.run(function()
+      assert(c2:WriteMessage(websocket.TextMessage, "close me"))
+      return select(3, c2:ReadMessage())
+    end)
+    assert.is_true(websocket.IsCloseError(cerr2, 1001), tostring(cerr2))
+    assert.are.equal("server going away", cerr2.text)
+    assert(support.wait_for(function() return #st == 2 end, 5))
+    assert.are.equal(1001, st[2].code, "the client's answer, as the server read it")
+    -- a raw TLS client (Python's ssl): the echo, the server's close 1000, then close_notify
+    local r = tls_peer("ws", port, "/", "--cafile", certs.ca)
+    assert.is_nil(r.error, tostring(r.error))
+    assert.are.equal("hello tls", r.echo)
+    assert.are.equal(1000, r.close)
+    assert.are.equal("close_notify", r["end"], "how the server ended the TLS stream")
+  end)
+end)
