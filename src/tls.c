@@ -106,6 +106,13 @@ static void bio_method_new(void)
 	BIO_meth_set_ctrl(bio_method, bio_ctrl);
 }
 
+/* lua_close unloads this library: the method table goes with it (LeakSanitizer). */
+__attribute__((destructor)) static void bio_method_free(void)
+{
+	BIO_meth_free(bio_method);
+	bio_method = NULL;
+}
+
 static luaws_tls **slot(struct lws *wsi)
 {
 	return wsi ? lws_wsi_user(wsi) : NULL;
