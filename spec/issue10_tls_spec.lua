@@ -184,6 +184,33 @@ describe("issue 10: a TLS server (Listen's TLS option)", function()
     assert.are.equal("localhost", seen.requests[1].TLS.ServerName, "the Python client's SNI")
   end)
 
+  it("with several certificates the client's SNI picks one, the first when none matches (as Go)", function()
+    for _, tls in ipairs({
+      { Certificates = { { CertFile = certs.server, KeyFile = certs.server_key },
+        { CertFile = certs.other, KeyFile = certs.other_key } } },
+      { CertFile = certs.server, KeyFile = certs.server_key,
+        Certificates = { { CertFile = certs.other, KeyFile = certs.other_key } } },
+    }) do
+      local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(), { TLS = tls }))
+      finally(function() srv:Close() end)
+      local port = srv:Port()
+      local picked = {}
+      for _, case in ipairs({ { "localhost" }, { "127.0.0.1" }, { "127.0.0.1", "example.com" },
+        { "127.0.0.1", "unknown.example" } }) do
+        local c, resp, err = dial(wss(port, "/", case[1]), { InsecureSkipVerify = true, ServerName = case[2] })
+        assert(c, "Dial: " .. tostring(err))
+        picked[#picked + 1] = (case[2] or case[1]) .. ": " .. subjects(resp.TLS.PeerCertificates)
+      end
+      assert.are.same({ "localhost: CN=localhost", "127.0.0.1: CN=localhost",
+        "example.com: CN=example.com", "unknown.example: CN=localhost" }, picked)
+      -- and verified as such
+      local c, _, err = dial(wss(port, "/", "localhost"), { RootCAs = certs.ca })
+      assert(c, "Dial localhost: " .. tostring(err))
+      c, _, err = dial(wss(port), { RootCAs = certs.ca, ServerName = "example.com" })
+      assert(c, "Dial with ServerName example.com: " .. tostring(err))
+    end
+  end)
+
   it("leaves r.TLS nil on a plain server, and resp.TLS nil for ws://", function()
     local seen = { requests = {}, read_errs = {} }
     local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(seen)))

@@ -96,8 +96,23 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
+/* A server's certificates when it has more than one (Certificates, CertFile): OpenSSL
+ * keeps one per key type, so each handshake gets the one its SNI names (pick_cert),
+ * as Go's. Hung on the SSL_CTX (ex_data, no callbacks: none may outlive this library)
+ * and counted with every reference luaws takes to it (refs), freed with the last. */
+typedef struct {
+	int refs, n;
+	struct cert_key {
+		X509 *cert;
+		EVP_PKEY *key;
+		STACK_OF(X509) *chain;
+	} c[];
+} cert_list;
+static int certs_index = -1;
+
 static void bio_method_new(void)
 {
+	certs_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "luaws");
 	if (!bio_method)
 		return;
@@ -111,6 +126,40 @@ __attribute__((destructor)) static void bio_method_free(void)
 {
 	BIO_meth_free(bio_method);
 	bio_method = NULL;
+}
+
+static void cert_list_free(cert_list *l)
+{
+	int i;
+	for (i = 0; l && i < l->n; i++) {
+		X509_free(l->c[i].cert);
+		EVP_PKEY_free(l->c[i].key);
+		sk_X509_pop_free(l->c[i].chain, X509_free);
+	}
+	free(l);
+}
+
+static cert_list *cert_list_of(SSL_CTX *ctx)
+{
+	return ctx && certs_index >= 0 ? SSL_CTX_get_ex_data(ctx, certs_index) : NULL;
+}
+
+/* luaws takes a reference to ctx (SSL_CTX_up_ref, SSL_new) or drops one (SSL_CTX_free,
+ * SSL_free): its certificate list follows. */
+static void ctx_took(SSL_CTX *ctx)
+{
+	cert_list *l = cert_list_of(ctx);
+	if (l)
+		l->refs++;
+}
+
+static void ctx_dropped(SSL_CTX *ctx)
+{
+	cert_list *l = cert_list_of(ctx);
+	if (l && --l->refs == 0) {
+		SSL_CTX_set_ex_data(ctx, certs_index, NULL);
+		cert_list_free(l);
+	}
 }
 
 static luaws_tls **slot(struct lws *wsi)
@@ -276,8 +325,12 @@ int luaws_tls_start(struct lws *wsi, SSL_CTX *ctx, int server, const char *name)
 	t->fd = lws_get_socket_fd(wsi);
 	t->server = server ? 1 : 0;
 	t->ssl = SSL_new(ctx);
+	if (t->ssl)
+		ctx_took(ctx);
 	bio = t->ssl ? BIO_new(bio_method) : NULL;
 	if (!bio) {
+		if (t->ssl)
+			ctx_dropped(ctx);
 		SSL_free(t->ssl);
 		free(t);
 		return -1;
@@ -479,6 +532,7 @@ void luaws_tls_free(struct lws *wsi)
 	if (!t)
 		return;
 	*s = NULL;
+	ctx_dropped(SSL_get_SSL_CTX(t->ssl));
 	SSL_free(t->ssl);
 	luaws_buf_free(&t->out);
 	free(t);
@@ -606,6 +660,7 @@ void luaws_tls_push_state(lua_State *L, struct lws *wsi)
 static int config_gc(lua_State *L)
 {
 	luaws_tls_config *cfg = luaL_checkudata(L, 1, TLS_CONFIG_MT);
+	ctx_dropped(cfg->ctx);
 	SSL_CTX_free(cfg->ctx);
 	cfg->ctx = NULL;
 	return 0;
@@ -621,11 +676,15 @@ static int config_tostring(lua_State *L)
 
 SSL_CTX *luaws_tls_config_ref(SSL_CTX *ctx)
 {
-	return ctx && SSL_CTX_up_ref(ctx) ? ctx : NULL;
+	if (!ctx || !SSL_CTX_up_ref(ctx))
+		return NULL;
+	ctx_took(ctx);
+	return ctx;
 }
 
 void luaws_tls_config_unref(SSL_CTX *ctx)
 {
+	ctx_dropped(ctx);
 	SSL_CTX_free(ctx);
 }
 
@@ -645,6 +704,7 @@ static int config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char 
 {
 	unsigned long e = ERR_peek_error(), err; /* the first: the cause */
 	char buf[256];
+	ctx_dropped(ctx);
 	SSL_CTX_free(ctx);
 	if (!why && e) {
 		ERR_error_string_n(e, buf, sizeof(buf));
@@ -666,12 +726,12 @@ static int config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char 
 	}
 	ERR_clear_error();
 	luaL_pushfail(L);
-	if (file && why && !*why)
-		lua_pushfstring(L, "tls: %s %s", what, file);
-	else if (file)
-		lua_pushfstring(L, "tls: %s %s: %s", what, file, why ? why : "failed");
+	if (!why)
+		why = "failed";
+	if (file)
+		lua_pushfstring(L, "tls: %s %s%s%s", what, file, *why ? ": " : "", why);
 	else
-		lua_pushfstring(L, "tls: %s: %s", what, why ? why : "failed");
+		lua_pushfstring(L, "tls: %s%s%s", what, *why ? ": " : "", why);
 	return 2;
 }
 
@@ -707,6 +767,27 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 				  inlen) == OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_ALERT_FATAL; /* as Go: no protocol in common */
+}
+
+/* A server with several certificates, as the ClientHello is handled: the first whose
+ * names cover the client's SNI, else the first (Go's getCertificate). */
+static int pick_cert(SSL *ssl, void *arg)
+{
+	cert_list *l = cert_list_of(SSL_get_SSL_CTX(ssl));
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	int i, pick = 0;
+	(void)arg;
+	if (!l)
+		return 1;
+	for (i = 0; sni && i < l->n; i++) {
+		if (X509_check_host(l->c[i].cert, sni, 0, 0, NULL) == 1) {
+			pick = i;
+			break;
+		}
+	}
+	SSL_certs_clear(ssl); /* not another key type's certificate */
+	return SSL_use_cert_and_key(ssl, l->c[pick].cert, l->c[pick].key, l->c[pick].chain,
+				    1) == 1;
 }
 
 /* An encrypted key file: no passphrase (OpenSSL's default callback would prompt on the
@@ -748,6 +829,7 @@ static int l_tls_config(lua_State *L)
 	SSL_CTX *ctx;
 	int i, verify = SSL_VERIFY_NONE;
 	luaL_checktype(L, 2, LUA_TTABLE);
+	pthread_once(&bio_once, bio_method_new);
 	ERR_clear_error();
 	ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	if (!ctx)
@@ -767,6 +849,19 @@ static int l_tls_config(lua_State *L)
 
 	if (opt_field(L, 2, "Certificates", LUA_TTABLE)) {
 		int n = (int)luaL_len(L, -1);
+		cert_list *list = NULL;
+		if (server && n > 1) {
+			/* the handshake picks one (pick_cert); freed with ctx from here on */
+			list = calloc(1, sizeof(*list) + (size_t)n * sizeof(list->c[0]));
+			if (!list || certs_index < 0 ||
+			    !SSL_CTX_set_ex_data(ctx, certs_index, list)) {
+				free(list);
+				return config_fail(L, ctx, "out of memory", NULL, "");
+			}
+			list->refs = 1;
+			list->n = n;
+			SSL_CTX_set_cert_cb(ctx, pick_cert, NULL);
+		}
 		for (i = 1; i <= n; i++) {
 			const char *cert, *key;
 			lua_rawgeti(L, -1, i);
@@ -791,6 +886,18 @@ static int l_tls_config(lua_State *L)
 				lua_pushfstring(L, "(%s, %s)", key, cert);
 				return config_fail(L, ctx, "private key does not match public key",
 						   lua_tostring(L, -1), "");
+			}
+			if (list) {
+				struct cert_key *k = &list->c[i - 1];
+				STACK_OF(X509) *chain = NULL;
+				k->cert = SSL_CTX_get0_certificate(ctx);
+				k->key = SSL_CTX_get0_privatekey(ctx);
+				SSL_CTX_get0_chain_certs(ctx, &chain);
+				X509_up_ref(k->cert);
+				EVP_PKEY_up_ref(k->key);
+				k->chain = chain ? X509_chain_up_ref(chain) : NULL;
+				if (chain && !k->chain)
+					return config_fail(L, ctx, "out of memory", NULL, "");
 			}
 			lua_pop(L, 3);
 		}
