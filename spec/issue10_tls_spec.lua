@@ -211,6 +211,41 @@ describe("issue 10: a TLS server (Listen's TLS option)", function()
     end
   end)
 
+  it("sends a certificate file's intermediate with it: a client that knows only the root verifies the chain", function()
+    for _, tls in ipairs({
+      { CertFile = certs.chained, KeyFile = certs.chained_key },
+      { Certificates = { { CertFile = certs.chained, KeyFile = certs.chained_key },
+        { CertFile = certs.other, KeyFile = certs.other_key } } },
+    }) do
+      local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(), { TLS = tls }))
+      finally(function() srv:Close() end)
+      local c, resp, err = dial(wss(srv:Port(), "/", "localhost"), { RootCAs = certs.ca })
+      assert(c, "Dial: " .. tostring(err))
+      assert.are.equal("CN=chained.localhost | CN=luaws test intermediate", subjects(resp.TLS.PeerCertificates))
+      assert.are.equal("CN=luaws test intermediate", resp.TLS.PeerCertificates[1].Issuer)
+      local page = tls_peer("get", srv:Port(), "/page", "--cafile", certs.ca)
+      assert.is_nil(page.error, tostring(page.error))
+      assert.are.equal(200, page.status)
+    end
+  end)
+
+  it("sends a 5 MB HTTPS response byte-exact, then close_notify", function()
+    local body = support.binary(5 * 1024 * 1024 + 17, 99)
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w) w:Write(body) end, { TLS = server_tls() }))
+    finally(function() srv:Close() end)
+    local file = certs.dir .. "/big.bin"
+    local f = assert(io.open(file, "wb"))
+    f:write(body)
+    f:close()
+    local want = support.sh_output("sha256sum " .. q(file)):match("^%x+")
+    local r = tls_peer("get", srv:Port(), "/big", "--cafile", certs.ca, "--quiet", 1)
+    assert.is_nil(r.error, tostring(r.error))
+    assert.are.equal(200, r.status)
+    assert.are.equal(#body, r.length)
+    assert.are.equal(want, r.sha256, "the body's SHA-256")
+    assert.are.equal("close_notify", r["end"])
+  end)
+
   it("leaves r.TLS nil on a plain server, and resp.TLS nil for ws://", function()
     local seen = { requests = {}, read_errs = {} }
     local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(seen)))
