@@ -853,6 +853,29 @@ print("SERVER " .. cjson.encode(seen))
       slow_server_script())), 50))
   end)
 
+  it("a server that writes right after the upgrade and closes: the client gets the connection, the messages, then the end (as over ws://)", function()
+    -- the 101, the messages and the server's close_notify come in one read
+    for _, scheme in ipairs({ "ws", "wss" }) do
+      local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+        local c = websocket.Upgrader{}:Upgrade(w, r)
+        for i = 1, 3 do c:WriteMessage(websocket.BinaryMessage, "message " .. i) end
+        c:Close()
+      end, scheme == "wss" and { TLS = server_tls() } or nil))
+      finally(function() srv:Close() end)
+      local c, resp, err = dial(("%s://localhost:%d/"):format(scheme, srv:Port()), { RootCAs = certs.ca })
+      assert(c, scheme .. ": Dial: " .. tostring(err) .. " (status " .. tostring(resp and resp.StatusCode) .. ")")
+      local got = support.run(function()
+        local got = {}
+        for _ = 1, 4 do
+          local _, data, rerr = c:ReadMessage()
+          got[#got + 1] = data or tostring(rerr)
+        end
+        return got
+      end)
+      assert.are.same({ "message 1", "message 2", "message 3", "websocket: close 1006 (abnormal closure)" }, got, scheme)
+    end
+  end)
+
   it("50 concurrent TLS connections echo byte-exact", function()
     local _, port, seen = tls_server()
     local N, done, problems = 50, 0, {}
