@@ -617,6 +617,15 @@ describe("issue 10: a TLS client (Dialer.TLSClientConfig, wss://)", function()
     c, _, err = dial(wss(port), { RootCAs = certs.ca, ServerName = "example.com" })
     assert.is_nil(c)
     assert.are.equal(VERIFY .. "certificate is valid for localhost, 127.0.0.1, not example.com", tostring(err))
+
+    -- an empty ServerName is Go's zero value: the URL's host is verified (it was not
+    -- verified at all: any certificate the CAs signed was taken)
+    c, _, err = dial(wss(other_port), { RootCAs = certs.ca, ServerName = "" })
+    assert.is_nil(c, "ServerName = \"\" turned off the host name check")
+    assert.are.equal(VERIFY .. "certificate is valid for example.com, not 127.0.0.1", tostring(err))
+    local c3, resp3, err3 = dial(wss(port, "/", "localhost"), { RootCAs = certs.ca, ServerName = "" })
+    assert(c3, "ServerName = \"\": " .. tostring(err3))
+    assert.are.equal("localhost", resp3.TLS.ServerName)
   end)
 
   it("InsecureSkipVerify accepts any certificate (self-signed, expired, another host's)", function()

@@ -345,6 +345,12 @@ int luaws_tls_start(struct lws *wsi, SSL_CTX *ctx, int server, const char *name)
 		return 0;
 	}
 	SSL_set_connect_state(t->ssl);
+	if ((!name || !*name) && SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE) {
+		/* no name to verify: never a certificate of any host (Go's error) */
+		lws_strncpy(t->error, "tls: either ServerName or InsecureSkipVerify must be "
+			    "specified in the tls.Config", sizeof(t->error));
+		return -1;
+	}
 	if (name && *name) {
 		unsigned char ip[16];
 		lws_strncpy(t->name, name, sizeof(t->name));

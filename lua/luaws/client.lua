@@ -78,7 +78,8 @@ function Dialer:Dial(url, request_header)
     local t, err = self.TLSClientConfig, nil
     tls_config, err = tls.client_config(t, "TLSClientConfig", 2)
     if not tls_config then return nil, nil, errors.new(err) end
-    server_name = t and t.ServerName or u.host
+    -- "" is Go's zero value: the URL's host (gorilla's Dial does the same)
+    server_name = t and t.ServerName ~= "" and t.ServerName or u.host
   end
 
   local h = header.new(request_header)
