@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Python websockets (legacy asyncio API, Debian's 10.4) client peer for spec/interop_spec.lua.
 
-usage: py_client.py URL RESULT_FILE MODE
+usage: py_client.py URL RESULT_FILE MODE [--cafile CA]
+
+A wss:// URL is verified against CA (a PEM file) with --cafile, else the system's CAs.
 
 Connects to URL offering the subprotocols "b, a" and an X-Interop-Token header, then
 by MODE:
@@ -28,6 +30,7 @@ spec never reads a half-written file), the last line being "END":
 """
 import asyncio
 import os
+import ssl
 import sys
 
 import websockets
@@ -74,9 +77,11 @@ def compare(got, want):
     return "ok"
 
 
-async def run(url, mode, lines):
+async def run(url, mode, lines, cafile):
+    tls = ssl.create_default_context(cafile=cafile) if url.startswith("wss:") else None
     ws = await websockets.connect(
         url,
+        ssl=tls,
         subprotocols=["b", "a"],
         extra_headers={"X-Interop-Token": TOKEN},
         max_size=None,
@@ -122,11 +127,12 @@ async def run(url, mode, lines):
 
 def main():
     url, result, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    cafile = sys.argv[5] if sys.argv[4:5] == ["--cafile"] else None
     lines = []
     try:
         if mode not in ("messages", "handshake", "big", "ping", "close1001", "close1008"):
             raise ValueError("unknown mode %r" % mode)
-        asyncio.run(asyncio.wait_for(run(url, mode, lines), 30))
+        asyncio.run(asyncio.wait_for(run(url, mode, lines, cafile), 30))
     except BaseException as e:  # report it to the spec instead of dying silently
         lines.append("error %r" % (e,))
     lines.append("END")

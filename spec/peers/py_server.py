@@ -2,10 +2,10 @@
 """Python websockets (legacy asyncio API, Debian's 10.4) echo server peer for
 spec/interop_spec.lua.
 
-usage: py_server.py
+usage: py_server.py [--tls CERT KEY]
 
 Listens on 127.0.0.1, port chosen by the system, and prints the port on the first line
-of stdout. Each connection: the subprotocol is chosen by the server's preference from
+of stdout. With --tls it speaks TLS (wss://) with that certificate and key. Each connection: the subprotocol is chosen by the server's preference from
 ["a", "b"]; every message is echoed, except the text commands
     "FRAGMENT-TEXT"    answered by a text message sent as several frames,
     "FRAGMENT-BINARY"  answered by a binary message sent as several frames,
@@ -21,6 +21,7 @@ It prints (and flushes) one line per event:
     CLOSED <code> <reason>           (the close frame the client sent)
 """
 import asyncio
+import ssl
 import sys
 
 import websockets
@@ -111,6 +112,10 @@ async def handler(ws, path):
 
 
 async def main():
+    tls = None
+    if sys.argv[1:2] == ["--tls"]:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
     async with websockets.serve(
         handler,
         "127.0.0.1",
@@ -118,6 +123,7 @@ async def main():
         subprotocols=SERVER_PROTOCOLS,
         select_subprotocol=server_preference,
         max_size=None,
+        ssl=tls,
     ) as server:
         port = server.sockets[0].getsockname()[1]
         say(str(port))

@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Slow raw-socket WebSocket clients for spec/issue9_writepath_spec.lua (stdlib only).
 
-usage: slow_reader.py ping PORT PATH SIZE
-       slow_reader.py fail PORT PATH SIZE
+usage: slow_reader.py [--tls CAFILE] ping PORT PATH SIZE
+       slow_reader.py [--tls CAFILE] fail PORT PATH SIZE
        slow_reader.py stress PORT CONNS SEED FAIL_EVERY DEADLINE
+
+--tls: ping and fail speak TLS (wss://), verifying the server (as localhost) against
+CAFILE; the 4 KiB receive buffer is the TCP socket's, under the TLS records.
 
 Every socket gets SO_RCVBUF 4096 before it connects, so that the luaws server, which
 starts writing right after the upgrade, soon has a frame half sent.
@@ -60,6 +63,7 @@ import json
 import random
 import selectors
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -67,6 +71,7 @@ import time
 from raw_client import accept_key, build_frame, emit, upgrade_request
 
 RCVBUF = 4096
+TLS = None  # an ssl.SSLContext with --tls
 
 
 def pattern(n):
@@ -120,6 +125,8 @@ def handshake(port, path, timeout=10):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
+    if TLS:
+        s = TLS.wrap_socket(s, server_hostname="localhost")
     key, req = upgrade_request(path, port)
     s.sendall(req)
     buf = b""
@@ -556,6 +563,10 @@ def stress(port, nconns, seed, fail_every, deadline_s, nwriters=3):
 
 
 def main():
+    global TLS
+    if sys.argv[1:2] == ["--tls"]:
+        TLS = ssl.create_default_context(cafile=sys.argv[2])
+        del sys.argv[1:3]
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     if mode in ("ping", "fail") and len(sys.argv) == 5:
         return one_connection(mode, int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -1,6 +1,9 @@
 // gorilla/websocket client peer for spec/interop_spec.lua.
 //
-// usage: gorilla_client URL RESULT_FILE MODE
+// usage: gorilla_client URL RESULT_FILE MODE [-cafile CA]
+//
+// A wss:// URL is verified against CA (a PEM file) with -cafile (the Dialer's
+// TLSClientConfig.RootCAs), else the system's CAs.
 //
 // Dials URL offering the subprotocols "b, a" and an X-Interop-Token header, then by MODE:
 //
@@ -32,6 +35,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -93,9 +98,20 @@ func compare(gotType int, got []byte, wantType int, want []byte) string {
 	return "ok"
 }
 
-func run(url, mode string, lines *[]string) error {
+func run(url, mode, cafile string, lines *[]string) error {
 	add := func(format string, a ...interface{}) { *lines = append(*lines, fmt.Sprintf(format, a...)) }
 	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"}}
+	if cafile != "" {
+		pem, err := os.ReadFile(cafile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("no certificate in %s", cafile)
+		}
+		dialer.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
 	c, _, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
 	if err != nil {
 		return fmt.Errorf("dial: %v", err)
@@ -218,8 +234,12 @@ func run(url, mode string, lines *[]string) error {
 
 func main() {
 	url, result, mode := os.Args[1], os.Args[2], os.Args[3]
+	cafile := ""
+	if len(os.Args) == 6 && os.Args[4] == "-cafile" {
+		cafile = os.Args[5]
+	}
 	var lines []string
-	if err := run(url, mode, &lines); err != nil {
+	if err := run(url, mode, cafile, &lines); err != nil {
 		lines = append(lines, "error "+err.Error())
 	}
 	lines = append(lines, "END")

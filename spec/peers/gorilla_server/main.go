@@ -1,9 +1,10 @@
 // gorilla/websocket echo server peer for spec/interop_spec.lua.
 //
-// usage: gorilla_server
+// usage: gorilla_server [-tls CERT KEY]
 //
 // Listens on 127.0.0.1, port chosen by the system, and prints the port on the first line
-// of stdout. Each connection: the subprotocol is chosen by the server's preference from
+// of stdout. With -tls it serves HTTPS and wss:// (http.ServeTLS) with that certificate
+// and key. Each connection: the subprotocol is chosen by the server's preference from
 // ["a", "b"] (gorilla's rule); every message is echoed, except the text commands
 //
 //	"FRAGMENT-TEXT"    answered by a text message written through NextWriter,
@@ -216,6 +217,10 @@ func main() {
 	}
 	say("%d", ln.Addr().(*net.TCPAddr).Port)
 	http.HandleFunc("/", echo)
-	fmt.Fprintln(os.Stderr, http.Serve(ln, nil))
+	if len(os.Args) == 4 && os.Args[1] == "-tls" {
+		fmt.Fprintln(os.Stderr, http.ServeTLS(ln, nil, os.Args[2], os.Args[3]))
+	} else {
+		fmt.Fprintln(os.Stderr, http.Serve(ln, nil))
+	}
 	os.Exit(1)
 }
