@@ -52,6 +52,7 @@ build = {
     ["luaws.workers"] = "lua/luaws/workers.lua",
     ["luaws.upgrader"] = "lua/luaws/upgrader.lua",
     ["luaws.client"] = "lua/luaws/client.lua",
+    ["luaws.proxy"] = "lua/luaws/proxy.lua",
     ["luaws.log"] = "lua/luaws/log.lua",
     ["luaws.flag"] = "lua/luaws/flag.lua",
     ["luaws.options"] = "lua/luaws/options.lua",

@@ -212,7 +212,8 @@ enum luaws_err {
 	LUAWS_ERR_CONNECT,   /* dial: no address accepted the connection */
 	LUAWS_ERR_HANDSHAKE, /* dial: the server's answer was not a valid upgrade */
 	LUAWS_ERR_EOF,       /* dial: the server closed during the handshake */
-	LUAWS_ERR_TLS        /* the TLS handshake or connection failed */
+	LUAWS_ERR_TLS,       /* the TLS handshake or connection failed */
+	LUAWS_ERR_PROXY      /* dial: the proxy refused the tunnel or did not speak HTTP */
 };
 
 /* sender.c: what a connection has queued to send (see there). */
