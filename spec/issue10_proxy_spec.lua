@@ -163,6 +163,28 @@ describe("issue 10: Dial through tinyproxy", function()
   end)
 end)
 
+describe("issue 10: the proxy snippet of docs/API.md", function()
+  it("runs as written, through tinyproxy to a luaws echo server", function()
+    local docs = assert(support.read_file("docs/API.md"))
+    local section = assert(docs:match("\n### Proxies\n(.-)\n### "), "no ### Proxies section")
+    local src = assert(section:match("```lua\n(.-)```"), "no Lua snippet under ### Proxies")
+    local srv, port = support.echo_server()
+    finally(function() srv:Close() end)
+    local tp = tinyproxy()
+    finally(tp.stop)
+    local status, out = support.run_child(("%s %s %s"):format(support.lua(src), q(tp.url),
+      q(support.url(port, "/echo"))), 20)
+    assert.are.equal(0, status, out)
+    assert.are.equal("1\thello\n", out)
+    assert.is_truthy(tp.log():find("CONNECT 127.0.0.1:" .. port, 1, true), tp.log())
+    -- and a refusal takes the snippet's error branch
+    status, out = support.run_child(("%s %s %s"):format(support.lua(src),
+      q("http://127.0.0.1:" .. support.free_port()), q(support.url(port, "/echo"))), 20)
+    assert.are.equal(1, status, out)
+    assert.matches("^dial:\tproxyconnect tcp: dial tcp 127%.0%.0%.1:%d+: connection refused\tnil\n$", out)
+  end)
+end)
+
 describe("issue 10: proxy failures", function()
   it("a proxy that is not listening: a clear error, no resp", function()
     local dead = support.free_port()
