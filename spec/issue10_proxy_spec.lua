@@ -3,7 +3,8 @@
 -- fake proxy for exact bytes), Basic proxy credentials from the proxy URL's user info,
 -- refusals as resp + error, websocket.ProxyFromEnvironment (Go's rules, in child
 -- processes with their own environment, and as tables of Go's own test cases),
--- websocket.ProxyURL, and ws://user:pass@ sending Authorization.
+-- websocket.ProxyURL, ws://user:pass@ sending Authorization, and wss:// inside the
+-- tunnel.
 local support = require "support"
 local websocket = support.websocket
 local proxy = require "luaws.proxy"
@@ -381,7 +382,124 @@ describe("issue 10: Dialer.Proxy and websocket.ProxyURL", function()
     assert.are.equal(45, websocket.DefaultDialer.HandshakeTimeout)
   end)
 
-  pending("wss:// inside the tunnel (needs the client TLS work of issue 10)", function() end)
+end)
+
+describe("issue 10: wss:// inside the tunnel", function()
+  -- a self-signed certificate for 127.0.0.1 (and localhost), made with openssl
+  local dir, cert, key
+  lazy_setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. q(dir)))
+    cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 " ..
+      "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s -out %s >/dev/null 2>&1")
+      :format(q(key), q(cert))), "openssl could not make a certificate")
+  end)
+  lazy_teardown(function() if dir then os.execute("rm -rf " .. q(dir)) end end)
+
+  local function tls_echo_server()
+    local up = websocket.Upgrader {}
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      local c = up:Upgrade(w, r)
+      if not c then return end
+      support.read_echo(c, { msgs = {} })
+      c:Close()
+    end, { TLS = { CertFile = cert, KeyFile = key } }))
+    return srv, srv:Port()
+  end
+
+  it("TLS runs inside tinyproxy's tunnel: verified, messages both ways", function()
+    local srv, port = tls_echo_server()
+    finally(function() srv:Close() end)
+    local tp = tinyproxy()
+    finally(tp.stop)
+    local d = websocket.Dialer { Proxy = websocket.ProxyURL(tp.url), HandshakeTimeout = 10,
+      TLSClientConfig = { RootCAs = cert } }
+    local c, resp, err = d:Dial(("wss://127.0.0.1:%d/tls"):format(port))
+    assert.is_nil(err)
+    finally(function() c:Close() end)
+    assert.are.equal(101, resp.StatusCode)
+    assert.is_truthy(resp.TLS, "resp.TLS: the connection state")
+    round_trip(c)
+    assert.is_truthy(tp.log():find("CONNECT 127.0.0.1:" .. port .. " HTTP/1.1", 1, true), tp.log())
+  end)
+
+  it("an unknown CA inside the tunnel is Dial's TLS error, not the proxy's", function()
+    local srv, port = tls_echo_server()
+    finally(function() srv:Close() end)
+    local tp = tinyproxy()
+    finally(tp.stop)
+    local d = websocket.Dialer { Proxy = websocket.ProxyURL(tp.url), HandshakeTimeout = 10 }
+    local c, resp, err = d:Dial(("wss://127.0.0.1:%d/"):format(port))
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.matches("x509: certificate signed by unknown authority", tostring(err), 1, true)
+  end)
+
+  it("the CONNECT exchange stays plain: TLS starts after the proxy's 200 (fake proxy)", function()
+    local srv, port = tls_echo_server()
+    finally(function() srv:Close() end)
+    local child, pport = fake_proxy { tunnel = port, answer = {
+      { 0, "HTTP/1.1 200 Connection established\r" }, { 0.05, "\n\r\n" } } }
+    finally(function() support.stop(child) end)
+    local d = websocket.Dialer { Proxy = websocket.ProxyURL("http://u:p@127.0.0.1:" .. pport),
+      HandshakeTimeout = 10, TLSClientConfig = { RootCAs = cert } }
+    local c, _, err = d:Dial(("wss://127.0.0.1:%d/"):format(port))
+    assert.is_nil(err)
+    round_trip(c)
+    c:Close()
+    local got = proxy_result(child)
+    assert.are.equal(("CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" ..
+      "Proxy-Authorization: Basic dTpw\r\n\r\n"):format(port, port), got.head)
+    -- the client's first bytes in the tunnel are a TLS handshake record, no plain GET
+    assert.are.equal(0x16, got.after:byte(1))
+    assert.is_nil(got.after:find("GET /", 1, true))
+  end)
+
+  it("ProxyFromEnvironment: HTTPS_PROXY carries wss://, HTTP_PROXY does not (child processes)", function()
+    local srv, port = tls_echo_server()
+    finally(function() srv:Close() end)
+    local tp = tinyproxy()
+    finally(tp.stop)
+    local script = support.lua([[
+local websocket = require "luaws"
+local d = websocket.Dialer { Proxy = websocket.ProxyFromEnvironment, HandshakeTimeout = 10,
+  TLSClientConfig = { RootCAs = arg[1], ServerName = "localhost" } }
+local c, _, err = d:Dial(arg[2])
+if not c then print("error", err) return end
+assert(c:WriteMessage(websocket.TextMessage, "tls env"))
+print("ok", (select(2, c:ReadMessage())))
+c:Close()
+]])
+    -- "127.1" is 127.0.0.1 to the resolver and a name to Go's rules (see below)
+    local url = ("wss://127.1:%d/"):format(port)
+    local connect = "CONNECT 127.1:" .. port .. " HTTP/1.1"
+    local unset = "env -u HTTP_PROXY -u http_proxy -u HTTPS_PROXY -u https_proxy -u NO_PROXY " ..
+      "-u no_proxy -u REQUEST_METHOD "
+    local status, out = support.run_child(unset .. q("HTTP_PROXY=http://127.0.0.1:" ..
+      support.free_port()) .. " " .. q("HTTPS_PROXY=" .. tp.url) .. " " .. script .. " " ..
+      q(cert) .. " " .. q(url), 20)
+    assert.are.equal(0, status, out)
+    assert.are.equal("ok\ttls env\n", out)
+    assert.is_truthy(tp.log():find(connect, 1, true), tp.log())
+    local before = select(2, tp.log():gsub(connect:gsub("%p", "%%%0"), ""))
+    status, out = support.run_child(unset .. q("HTTP_PROXY=" .. tp.url) .. " " .. script .. " " ..
+      q(cert) .. " " .. q(url), 20)
+    assert.are.equal(0, status, out)
+    assert.are.equal("ok\ttls env\n", out)
+    assert.are.equal(before, select(2, tp.log():gsub(connect:gsub("%p", "%%%0"), "")))
+  end)
+
+  it("wss:// gives the proxy the port 443 by default", function()
+    local child, pport = fake_proxy { answer = { { 0, "HTTP/1.1 403 Forbidden\r\n\r\n" } } }
+    finally(function() support.stop(child) end)
+    local c, resp = dialer("http://127.0.0.1:" .. pport):Dial("wss://example.com/x")
+    assert.is_nil(c)
+    assert.are.equal(403, resp.StatusCode)
+    assert.are.equal("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+      proxy_result(child).head)
+  end)
 end)
 
 describe("issue 10: ws://user:pass@host sends Authorization: Basic", function()
