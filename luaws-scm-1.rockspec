@@ -32,7 +32,7 @@ build = {
       sources = {
         "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
         "src/deadline.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
-        "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c",
+        "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c", "src/proxy.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/tls.c", "src/utf8.c",
       },

@@ -249,10 +249,10 @@ describe("issue 10: proxy failures", function()
     assert.matches("connection closed during the handshake", tostring(err))
   end)
 
-  it("proxy URLs luaws cannot use: socks5, https (for now), malformed", function()
+  it("proxy URLs luaws cannot use: https (for now), socks4, malformed", function()
     local cases = {
-      { "socks5://127.0.0.1:1080", "proxy: unknown scheme: socks5" },
       { "https://127.0.0.1:3128", "proxy: unknown scheme: https" },
+      { "socks4://127.0.0.1:1080", "proxy: unknown scheme: socks4" },
       { "HTTP://127.0.0.1:notaport", 'proxy: invalid proxy URL "HTTP://127.0.0.1:notaport"' },
       { "127.0.0.1:3128", 'proxy: invalid proxy URL "127.0.0.1:3128"' },
     }
@@ -262,6 +262,179 @@ describe("issue 10: proxy failures", function()
       assert.is_nil(resp)
       assert.are.equal(case[2], tostring(err))
     end
+  end)
+end)
+
+-- microsocks (Debian's) on 127.0.0.1 on a free port; args: extra arguments (-u, -P)
+local function microsocks(args)
+  assert(os.execute("command -v microsocks >/dev/null 2>&1"),
+    "microsocks is not installed (scripts/deps.sh installs it)")
+  local port = support.free_port()
+  local child = support.spawn(("microsocks -i 127.0.0.1 -p %d %s"):format(port, args or ""))
+  local ms = { port = port, url = "socks5://127.0.0.1:" .. port,
+    stop = function() support.stop(child) end }
+  if not support.wait_port(port, 10) then
+    local out = support.output(child)
+    ms.stop()
+    error("microsocks did not start:\n" .. out)
+  end
+  return ms
+end
+
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+describe("issue 10: SOCKS5 proxies", function()
+  local srv, port
+  lazy_setup(function() srv, port = support.echo_server() end)
+  lazy_teardown(function() if srv then srv:Close() end end)
+
+  it("through microsocks: an IPv4 address and a name (resolved by the proxy), messages both ways", function()
+    local ms = microsocks()
+    finally(ms.stop)
+    for _, host in ipairs { "127.0.0.1", "127.1" } do
+      local c, resp, err = dialer(ms.url):Dial(("ws://%s:%d/socks"):format(host, port))
+      assert.is_nil(err, host)
+      assert.are.equal(101, resp.StatusCode)
+      round_trip(c)
+      assert.are.equal("127.0.0.1:" .. ms.port, c:RemoteAddr())
+      c:Close()
+    end
+  end)
+
+  it("microsocks with a user and password: right, wrong, none", function()
+    local ms = microsocks("-u user -P s3cret")
+    finally(ms.stop)
+    local url = "socks5://user:s3cret@127.0.0.1:" .. ms.port
+    local c, _, err = dialer(url):Dial(support.url(port))
+    assert.is_nil(err)
+    round_trip(c)
+    c:Close()
+    local at = "proxy: SOCKS5 proxy at 127.0.0.1:" .. ms.port
+    local c2, resp, err2 = dialer("socks5://user:wrong@127.0.0.1:" .. ms.port):Dial(support.url(port))
+    assert.is_nil(c2)
+    assert.is_nil(resp)
+    assert.are.equal(at .. " rejected username/password", tostring(err2))
+    local c3, _, err3 = dialer(ms.url):Dial(support.url(port))
+    assert.is_nil(c3)
+    assert.are.equal(at .. " requires authentication", tostring(err3))
+  end)
+
+  it("the proxy cannot reach the server: its reply code as gorilla's text", function()
+    local ms = microsocks()
+    finally(ms.stop)
+    local dead = support.free_port()
+    local c, resp, err = dialer(ms.url):Dial("ws://127.0.0.1:" .. dead .. "/")
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.are.equal("proxy: SOCKS5 proxy at 127.0.0.1:" .. ms.port ..
+      " failed to connect: connection refused", tostring(err))
+  end)
+
+  it("a SOCKS5 proxy that is not listening: proxyconnect, with the default port 1080 named", function()
+    local dead = support.free_port()
+    local _, _, err = dialer("socks5://127.0.0.1:" .. dead):Dial("ws://127.0.0.1:1/")
+    assert.are.equal("proxyconnect tcp: dial tcp 127.0.0.1:" .. dead .. ": connection refused",
+      tostring(err))
+    -- socks5h:// is socks5:// (the proxy resolves names either way), port 1080
+    local _, _, e = dialer("socks5h://proxy.invalid", 5):Dial("ws://127.0.0.1:1/")
+    assert.matches("^proxyconnect tcp: dial tcp proxy%.invalid:1080: lookup ", tostring(e))
+  end)
+
+  -- fake SOCKS5 proxy steps: read the greeting, answer, ...
+  local function socks_fake(steps, extra)
+    local script = { steps = steps }
+    for k, v in pairs(extra or {}) do script[k] = v end
+    return fake_proxy(script)
+  end
+
+  it("the bytes: greeting with user/password offered, RFC 1929 message, CONNECT by name", function()
+    local child, pport = socks_fake({
+      { "read", "socks_greeting" }, { "send", 0, "\5\2" },
+      { "read", "socks_auth" }, { "send", 0, "\1\0" },
+      { "read", "socks_connect" }, { "send", 0, "\5\1\0\1\0\0\0\0\0\0" } })
+    finally(function() support.stop(child) end)
+    -- user "us@er", password "p:ss", escaped in the URL
+    local c, resp, err = dialer("socks5://us%40er:p%3Ass@127.0.0.1:" .. pport)
+      :Dial("ws://example.com:8080/")
+    assert.is_nil(c)
+    assert.is_nil(resp)
+    assert.are.equal("proxy: SOCKS5 proxy at 127.0.0.1:" .. pport ..
+      " failed to connect: general failure", tostring(err))
+    assert.are.same({ hex "\5\2\0\2", hex "\1\5us@er\4p:ss",
+      hex("\5\1\0\3\11example.com" .. string.char(8080 >> 8, 8080 & 255)) },
+      proxy_result(child).reads_hex)
+  end)
+
+  it("the bytes: no user info, IPv6 and IPv4-mapped targets, wss:// port 443", function()
+    local cases = {
+      { "ws://[2001:db8::1]:80/", "\5\1\0\4" .. ("\32\1\13\184" .. ("\0"):rep(11) .. "\1") .. "\0\80" },
+      { "ws://[::ffff:10.1.2.3]:80/", "\5\1\0\1\10\1\2\3\0\80" },
+      { "wss://10.0.0.1/", "\5\1\0\1\10\0\0\1\1\187" },
+    }
+    for _, case in ipairs(cases) do
+      local child, pport = socks_fake({ { "read", "socks_greeting" }, { "send", 0, "\5\0" },
+        { "read", "socks_connect" }, { "send", 0, "\5\2\0\1\0\0\0\0\0\0" } })
+      finally(function() support.stop(child) end)
+      local _, _, err = dialer("socks5://127.0.0.1:" .. pport):Dial(case[1])
+      assert.matches("failed to connect: connection forbidden$", tostring(err))
+      assert.are.same({ hex "\5\1\0", hex(case[2]) }, proxy_result(child).reads_hex, case[1])
+    end
+  end)
+
+  it("replies split across reads, a bound name, then the server's bytes in the same read", function()
+    local child, pport = socks_fake({
+      { "read", "socks_greeting" }, { "send", 0, "\5" }, { "send", 0.05, "\0" },
+      { "read", "socks_connect" }, { "send", 0, "\5\0\0" }, { "send", 0.05, "\3\4name" },
+      { "send", 0.05, "\0\80HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" ..
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: bogus\r\nX-Early: socks\r\n\r\n" } })
+    finally(function() support.stop(child) end)
+    local c, resp, err = dialer("socks5://127.0.0.1:" .. pport):Dial("ws://127.0.0.1:1/early")
+    assert.is_nil(c)
+    assert.are.equal(websocket.ErrBadHandshake, err)
+    assert.are.equal(101, resp.StatusCode)
+    assert.are.equal("socks", resp.Header:Get("X-Early"))
+    assert.matches("^GET /early HTTP/1%.1\r\n", proxy_result(child).after)
+  end)
+
+  it("a tunnel through the fake proxy to the server", function()
+    local child, pport = socks_fake({ { "read", "socks_greeting" }, { "send", 0, "\5\0" },
+      { "read", "socks_connect" }, { "send", 0, "\5\0\0\1\127\0\0\1\0\80" } },
+      { tunnel = port })
+    finally(function() support.stop(child) end)
+    local c, _, err = dialer("socks5://127.0.0.1:" .. pport):Dial(support.url(port))
+    assert.is_nil(err)
+    round_trip(c)
+    c:Close()
+  end)
+
+  it("broken proxies: gorilla's messages", function()
+    local cases = {
+      { { { "read", "socks_greeting" } }, "failed to read greeting from SOCKS5 proxy at %s: EOF" },
+      { { { "read", "socks_greeting" }, { "send", 0, "\5" } },
+        "failed to read greeting from SOCKS5 proxy at %s: unexpected EOF" },
+      { { { "read", "socks_greeting" }, { "send", 0, "\4\0" } },
+        "SOCKS5 proxy at %s has unexpected version 4" },
+      { { { "read", "socks_greeting" }, { "send", 0, "\5\0" }, { "read", "socks_connect" } },
+        "failed to read connect reply from SOCKS5 proxy at %s: EOF" },
+      { { { "read", "socks_greeting" }, { "send", 0, "\5\0" }, { "read", "socks_connect" },
+        { "send", 0, "\5\0\0\9" } }, "got unknown address type 9 from SOCKS5 proxy at %s" },
+      { { { "read", "socks_greeting" }, { "send", 0, "\5\0" }, { "read", "socks_connect" },
+        { "send", 0, "\5\42\0\1" } }, "SOCKS5 proxy at %s failed to connect: unknown error" },
+    }
+    for i, case in ipairs(cases) do
+      local child, pport = socks_fake(case[1], { linger = 0 })
+      finally(function() support.stop(child) end)
+      local c, resp, err = dialer("socks5://127.0.0.1:" .. pport):Dial("ws://127.0.0.1:1/")
+      assert.is_nil(c)
+      assert.is_nil(resp)
+      assert.are.equal("proxy: " .. case[2]:format("127.0.0.1:" .. pport), tostring(err), "case " .. i)
+    end
+  end)
+
+  it("a name longer than 255 bytes cannot go into a SOCKS5 request", function()
+    local long = ("a"):rep(63) .. "." .. ("b"):rep(63) .. "." .. ("c"):rep(63) .. "." .. ("d"):rep(63) .. ".ex"
+    local _, _, err = dialer("socks5://127.0.0.1:1"):Dial("ws://" .. long .. "/")
+    assert.are.equal("proxy: destination host name too long: " .. long, tostring(err))
   end)
 end)
 
@@ -423,6 +596,20 @@ describe("issue 10: wss:// inside the tunnel", function()
     assert.is_truthy(resp.TLS, "resp.TLS: the connection state")
     round_trip(c)
     assert.is_truthy(tp.log():find("CONNECT 127.0.0.1:" .. port .. " HTTP/1.1", 1, true), tp.log())
+  end)
+
+  it("TLS runs inside a SOCKS5 tunnel too (microsocks)", function()
+    local srv, port = tls_echo_server()
+    finally(function() srv:Close() end)
+    local ms = microsocks()
+    finally(ms.stop)
+    local d = websocket.Dialer { Proxy = websocket.ProxyURL(ms.url), HandshakeTimeout = 10,
+      TLSClientConfig = { RootCAs = cert } }
+    local c, resp, err = d:Dial(("wss://127.0.0.1:%d/tls"):format(port))
+    assert.is_nil(err)
+    finally(function() c:Close() end)
+    assert.is_truthy(resp.TLS)
+    round_trip(c)
   end)
 
   it("an unknown CA inside the tunnel is Dial's TLS error, not the proxy's", function()
@@ -634,6 +821,17 @@ end
     local name = ("ws://127.1:%d/"):format(port)
     local got, out = run({ "http_proxy=http://127.0.0.1:" .. dead, "LUAWS_SPEC_DIALER=plain" }, { name })
     assert.are.equal("ok env", got[name], out)
+  end)
+
+  it("HTTP_PROXY may name a SOCKS5 proxy", function()
+    local ms = microsocks()
+    finally(ms.stop)
+    local name = ("ws://127.1:%d/"):format(port)
+    local got, out = run({ "HTTP_PROXY=" .. ms.url }, { name })
+    assert.are.equal("ok env", got[name], out)
+    ms.stop() -- and it was used: without it the dial fails
+    got, out = run({ "HTTP_PROXY=" .. ms.url }, { name })
+    assert.matches("^error proxyconnect tcp", got[name], 1, false)
   end)
 
   it("HTTPS_PROXY is not used for ws://", function()

@@ -1,9 +1,9 @@
 /*
  * Dialing: a luaws.Conn in the "connecting" state plus the dial record below. The host
  * name is resolved with uv_getaddrinfo (lws 4.1's own lookup blocks the loop), each
- * address is tried in turn until one accepts (lws connects a raw socket). Through an
- * HTTP proxy, that host is the proxy's: luaws asks it for a tunnel with CONNECT and
- * reads its answer first. Once the byte stream to the server is up (tunnel_up), luaws
+ * address is tried in turn until one accepts (lws connects a raw socket). Through a
+ * proxy, that host is the proxy's, and proxy.c has it open a tunnel to the server
+ * (HTTP CONNECT or SOCKS5) first. Once the byte stream to the server is up (tunnel_up), luaws
  * sends the upgrade request and checks the response itself (http.c); the response
  * (status and headers, or the proxy's refusal) is kept for the Lua side, on failure
  * too. A timer bounds the whole dial. For wss:// TLS starts on the stream first
@@ -22,10 +22,8 @@ struct luaws_dial {
 	uv_timer_t *timer;
 	struct addrinfo *addrs, *next_addr;
 	int gai_active, connecting_now, port, status, timed_out, tcp_up;
-	int in_proxy;               /* the proxy's answer to CONNECT is awaited */
 	char *host, *path, *host_header, *origin, *subprotocols;
-	char *connect_to;           /* through a proxy: CONNECT's "host:port"; else NULL */
-	char *proxy_auth;           /* its Proxy-Authorization value, or NULL */
+	luaws_proxy *proxy;         /* the proxy the dial goes through, or NULL */
 	SSL_CTX *tls;               /* wss://: the client TLS config, or NULL */
 	char *server_name;          /* wss://: SNI and the name verified */
 	char key[32];               /* Sec-WebSocket-Key */
@@ -48,8 +46,7 @@ static void dial_free(luaws_dial *d)
 	free(d->origin);
 	free(d->subprotocols);
 	free(d->server_name);
-	free(d->connect_to);
-	free(d->proxy_auth);
+	luaws_proxy_free(d->proxy);
 	luaws_tls_config_unref(d->tls);
 	luaws_buf_free(&d->request_headers);
 	luaws_buf_free(&d->head);
@@ -217,23 +214,6 @@ static int tunnel_up(luaws_dial *d, luaws_conn *c, struct lws *wsi)
 	return send_request(d, c);
 }
 
-/* TCP to the proxy is up: ask it for a tunnel to the server (RFC 9110 §9.3.6), as
- * gorilla does (no User-Agent). */
-static int send_connect(luaws_dial *d, luaws_conn *c)
-{
-	luaws_buf out = {0};
-	int rc = -1;
-	d->in_proxy = 1;
-	if (!luaws_buf_printf(&out, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", d->connect_to,
-			      d->connect_to) &&
-	    (!d->proxy_auth ||
-	     !luaws_buf_printf(&out, "Proxy-Authorization: %s\r\n", d->proxy_auth)) &&
-	    !luaws_buf_append(&out, "\r\n", 2) && !luaws_send_bytes(c, out.data, out.len, 0))
-		rc = 0;
-	luaws_buf_free(&out);
-	return rc;
-}
-
 /* Is name one of the subprotocols we offered? */
 static int offered(const luaws_dial *d, const char *name)
 {
@@ -302,36 +282,28 @@ static int response_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsi
 	return 0;
 }
 
-/* The proxy's answer to CONNECT. 200 opens the tunnel; anything else ends the dial with
- * the proxy's status and headers as the response and, as gorilla, the status text as
- * the error. Bytes after the head are the server's: they take the socket's way in as if
- * just read (through TLS once tunnel_up started it). */
+/* Bytes from the proxy while it opens the tunnel: once it is up, bytes after the
+ * proxy's take the socket's way in as if just read (through TLS once tunnel_up started
+ * it). */
 static int proxy_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsigned char *in,
 		    size_t len)
 {
-	long n = luaws_http_feed(&d->head, in, len, LUAWS_HEAD_MAX);
-	const char *line, *reason;
-	if (n == 0)
+	char why[sizeof(c->error)];
+	size_t used = 0;
+	switch (luaws_proxy_rx(d->proxy, c, in, len, &used, &d->head, &d->status,
+			       &d->response_headers, why, sizeof(why))) {
+	case LUAWS_PROXY_MORE:
 		return 0;
-	if (n < 0 || luaws_http_parse_response(&d->head, &d->status, &d->response_headers)) {
-		d->status = 0;
-		return answer_failed(d, c, wsi, LUAWS_ERR_PROXY, "proxy: malformed HTTP response");
+	case LUAWS_PROXY_FAILED:
+		return answer_failed(d, c, wsi, LUAWS_ERR_PROXY, why);
+	case LUAWS_PROXY_UP:
+		break;
 	}
-	if (d->status != 200) {
-		/* parsing left the status line NUL-terminated at the head's start */
-		line = (const char *)d->head.data;
-		reason = line[12] == ' ' && line[13] ? line + 13 : line + 9;
-		return answer_failed(d, c, wsi, LUAWS_ERR_PROXY, reason);
-	}
-	d->in_proxy = 0;
-	d->status = 0;
-	d->head.len = 0;
-	d->response_headers.len = 0;
 	if (tunnel_up(d, c, wsi))
 		return -1;
-	if ((size_t)n < len)
+	if (used < len)
 		return luaws_protocol_callback(wsi, LWS_CALLBACK_RAW_RX, lws_wsi_user(wsi),
-					       (void *)(in + n), len - (size_t)n);
+					       (void *)(in + used), len - used);
 	return 0;
 }
 
@@ -345,10 +317,10 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CONNECTED:
 		d->tcp_up = 1;
-		return d->connect_to ? send_connect(d, c) : tunnel_up(d, c, wsi);
+		return d->proxy ? luaws_proxy_start(d->proxy, c) : tunnel_up(d, c, wsi);
 
 	case LWS_CALLBACK_RAW_RX:
-		if (d->in_proxy)
+		if (d->proxy && luaws_proxy_waiting(d->proxy))
 			return proxy_rx(d, c, wsi, in, len);
 		return response_rx(d, c, wsi, in, len);
 
@@ -371,6 +343,7 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
+			char why[sizeof(c->error)];
 			lws_set_opaque_user_data(wsi, NULL);
 			if (c->wsi == wsi)
 				luaws_conn_detach(c);
@@ -380,6 +353,8 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 			}
 			if (luaws_tls_error(wsi))
 				dial_failed(d, LUAWS_ERR_TLS, luaws_tls_error(wsi));
+			else if (d->proxy && luaws_proxy_closed(d->proxy, why, sizeof(why)))
+				dial_failed(d, LUAWS_ERR_PROXY, why);
 			else if (d->tcp_up)
 				dial_failed(d, LUAWS_ERR_EOF, "connection closed during the handshake");
 			else
@@ -405,15 +380,11 @@ static char *dup_opt(lua_State *L, int idx)
 }
 
 /* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout
- * [, tls, server_name [, connect_to [, proxy_auth]]]) -> conn (connecting). headers:
- * flat list {name, value, ...}. tls: a client luaws.TLSConfig for wss://, server_name
- * the name to verify. With connect_to, host and port are an HTTP proxy's, asked for a
- * tunnel to connect_to ("host:port"), with proxy_auth as Proxy-Authorization. */
+ * [, tls, server_name [, proxy]]) -> conn (connecting). headers: flat list
+ * {name, value, ...}. tls: a client luaws.TLSConfig for wss://, server_name the name to
+ * verify. proxy: a table for proxy.c; then host and port are the proxy's. */
 static int l_dial(lua_State *L)
 {
-	/* path, Host, Origin, subprotocols, CONNECT's target and Proxy-Authorization: they
-	 * go into a request head as they are */
-	static const unsigned char in_head[] = {3, 4, 5, 6, 11, 12};
 	luaws_loop *loop = luaws_loop_get(L);
 	luaL_checkstring(L, 1);
 	lua_Integer port = luaL_checkinteger(L, 2);
@@ -424,21 +395,27 @@ static int l_dial(lua_State *L)
 	luaws_dial *d;
 	int rc;
 
-	lua_settop(L, 12); /* the conn goes above the arguments */
+	luaws_proxy *proxy;
+	lua_settop(L, 11); /* the conn goes above the arguments */
 	luaL_checkstring(L, 3);
 	luaL_checkstring(L, 4);
-	for (rc = 0; rc < (int)sizeof(in_head); rc++) {
-		const char *v = luaL_optstring(L, in_head[rc], "");
+	for (rc = 3; rc <= 6; rc++) {
+		/* path, Host, Origin, subprotocols go into the request head as they are */
+		const char *v = luaL_optstring(L, rc, "");
 		if (strpbrk(v, "\r\n"))
-			return luaL_argerror(L, in_head[rc], "invalid header value");
+			return luaL_argerror(L, rc, "invalid header value");
 	}
 	if (port <= 0 || port > 65535)
 		return luaL_argerror(L, 2, "port out of range");
 	luaws_loop_context(L, loop);
 
+	proxy = luaws_proxy_new(L, 11);
 	d = calloc(1, sizeof(*d));
-	if (!d)
+	if (!d) {
+		luaws_proxy_free(proxy);
 		return luaL_error(L, "luaws: out of memory");
+	}
+	d->proxy = proxy;
 	c = luaws_conn_new(L, loop, 1);
 	c->dial = d;
 	d->conn = c;
@@ -453,8 +430,6 @@ static int l_dial(lua_State *L)
 	d->tls = luaws_tls_config_ref(tls);
 	if (tls)
 		d->server_name = dup_opt(L, 10);
-	d->connect_to = dup_opt(L, 11);
-	d->proxy_auth = d->connect_to ? dup_opt(L, 12) : NULL;
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {

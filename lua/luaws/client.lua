@@ -125,7 +125,7 @@ function Dialer:Dial(url, request_header)
       if type(purl) ~= "string" then
         error("Dial: the Dialer's Proxy returned a " .. type(purl) .. " (a URL string or nil expected)", 2)
       end
-      via, perr = proxy.dial_params(purl)
+      via, perr = proxy.dial_params(purl, u)
       if not via then return nil, nil, perr end
     end
   end
@@ -137,7 +137,7 @@ function Dialer:Dial(url, request_header)
   local c
   if via then
     c = core.dial(via.host, via.port, u.path, host_header, origin, subprotocols, extra,
-      timeout, tls_config, server_name, proxy.join_host_port(u.host, u.port), via.auth)
+      timeout, tls_config, server_name, via.core)
   else
     c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
       timeout, tls_config, server_name)

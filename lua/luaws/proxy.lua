@@ -96,24 +96,39 @@ function M.parse(url)
     hostport = hostport }
 end
 
--- Dial's view of the URL a Proxy function returned: the proxy's host, port, "host:port"
--- and Proxy-Authorization value, or nil, err. As gorilla: only http:// proxies (CONNECT);
--- Basic credentials only when the URL has a password; the port defaults to 80.
-function M.dial_params(url)
+local proxy_ports = { http = 80, socks5 = 1080, socks5h = 1080 }
+
+-- Dial's view of the URL a Proxy function returned, for a dial to the server u (Dial's
+-- parsed URL): {host, port, hostport} of the proxy, and core (the proxy table of
+-- core.dial, see src/proxy.c); or nil, err. As gorilla: http:// proxies take CONNECT,
+-- with Basic credentials when the URL has a password; socks5:// (and socks5h://, as
+-- golang.org/x/net/proxy) proxies take SOCKS5, with the user name and password when
+-- the user name is not empty. The port defaults to 80 and 1080.
+function M.dial_params(url, u)
   local p = M.parse(url)
   if not p then
     return nil, errors.new(("proxy: invalid proxy URL %q"):format(tostring(url)))
   end
-  if p.scheme ~= "http" then return nil, errors.new("proxy: unknown scheme: " .. p.scheme) end
-  local port = p.port ~= "" and tonumber(p.port) or 80
+  if not proxy_ports[p.scheme] then
+    return nil, errors.new("proxy: unknown scheme: " .. p.scheme)
+  end
+  local port = p.port ~= "" and tonumber(p.port) or proxy_ports[p.scheme]
   if p.host == "" or port < 1 or port > 65535 then
     return nil, errors.new(("proxy: invalid proxy URL %q"):format(url))
   end
-  local auth
-  if p.userinfo and p.userinfo.password then
-    auth = M.basic_auth(p.userinfo.user, p.userinfo.password)
+  local hostport = join_host_port(p.host, port)
+  local core = { addr = hostport, to = join_host_port(u.host, u.port), host = u.host,
+    port = u.port, socks = p.scheme ~= "http" }
+  local info = p.userinfo
+  if core.socks then
+    if #u.host > 255 then
+      return nil, errors.new("proxy: destination host name too long: " .. u.host)
+    end
+    if info then core.user, core.password = info.user, info.password or "" end
+  elseif info and info.password then
+    core.authorization = M.basic_auth(info.user, info.password)
   end
-  return { host = p.host, port = port, hostport = join_host_port(p.host, port), auth = auth }
+  return { host = p.host, port = port, hostport = hostport, core = core }
 end
 
 -- The request a Proxy function gets, as the fields of Go's *http.Request it may look at.
