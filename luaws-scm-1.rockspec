@@ -32,7 +32,7 @@ build = {
       sources = {
         "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
         "src/deadline.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
-        "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c",
+        "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c", "src/proxy.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/tls.c", "src/utf8.c",
       },
@@ -52,6 +52,7 @@ build = {
     ["luaws.workers"] = "lua/luaws/workers.lua",
     ["luaws.upgrader"] = "lua/luaws/upgrader.lua",
     ["luaws.client"] = "lua/luaws/client.lua",
+    ["luaws.proxy"] = "lua/luaws/proxy.lua",
     ["luaws.log"] = "lua/luaws/log.lua",
     ["luaws.flag"] = "lua/luaws/flag.lua",
     ["luaws.options"] = "lua/luaws/options.lua",

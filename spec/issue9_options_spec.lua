@@ -20,10 +20,8 @@ describe("issue 9: options tables are checked", function()
   -- { description, function raising the error, patterns the message must contain }
   local cases = {
     -- gorilla fields that luaws does not implement yet
-    { "Dialer{Proxy=f}", function() websocket.Dialer { Proxy = f } end,
-      { "^[^\n]*Dialer: Proxy is not implemented yet" } },
     { "Dialer{NetDial=f}", function() websocket.Dialer { NetDial = f } end,
-      { "Dialer: NetDial is not implemented yet" } },
+      { "^[^\n]*Dialer: NetDial is not implemented yet" } },
     { "Dialer{NetDialContext=f}", function() websocket.Dialer { NetDialContext = f } end,
       { "Dialer: NetDialContext is not implemented yet" } },
     { "Dialer{NetDialTLSContext=f}", function() websocket.Dialer { NetDialTLSContext = f } end,
@@ -117,13 +115,13 @@ describe("issue 9: options tables are checked", function()
 
   it("fields assigned after construction are checked too, at the assignment", function()
     local d = websocket.Dialer { HandshakeTimeout = 5 }
-    assert.matches("^spec/issue9_options_spec%.lua:%d+: Dialer: Proxy is not implemented yet",
-      raises(function() d.Proxy = f end))
+    assert.matches("^spec/issue9_options_spec%.lua:%d+: Dialer: NetDial is not implemented yet",
+      raises(function() d.NetDial = f end))
     assert.matches("Dialer: HandshakeTimeout must be a number of seconds",
       raises(function() d.HandshakeTimeout = "x" end))
     assert.matches("Dialer: unknown field 'Foo'", raises(function() d.Foo = 1 end))
     assert.are.equal(5, d.HandshakeTimeout) -- a refused assignment changes nothing
-    assert.is_nil(d.Proxy)
+    assert.is_nil(d.NetDial)
 
     local u = websocket.Upgrader {}
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
@@ -133,19 +131,29 @@ describe("issue 9: options tables are checked", function()
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
     assert.are.equal(100, u.WriteBufferSize)
 
-    assert.matches("Dialer: Proxy is not implemented yet",
-      raises(function() websocket.DefaultDialer.Proxy = f end))
+    assert.matches("Dialer: NetDial is not implemented yet",
+      raises(function() websocket.DefaultDialer.NetDial = f end))
   end)
 
-  it("a Dialer with a Proxy never reaches Dial and connects directly", function()
+  it("a Dialer with a NetDial never reaches Dial and connects directly", function()
     local srv, port = support.echo_server()
     finally(function() srv:Close() end)
     local d = websocket.Dialer {}
-    local ok = pcall(function() d.Proxy = function() return "http://proxy.invalid:3128" end end)
+    local ok = pcall(function() d.NetDial = function() error("never called") end end)
     assert.is_false(ok)
     local c, _, err = d:Dial(support.url(port))
-    assert.is_nil(err) -- the Proxy was refused, so this Dialer is a plain one
+    assert.is_nil(err) -- the NetDial was refused, so this Dialer is a plain one
     c:Close()
+  end)
+
+  it("Proxy is a function option (issue 10): a function is taken, anything else raises", function()
+    local d = websocket.Dialer { Proxy = websocket.ProxyFromEnvironment }
+    assert.are.equal(websocket.ProxyFromEnvironment, d.Proxy)
+    assert.matches("Dialer: Proxy must be a function %(got string%)",
+      raises(function() d.Proxy = "http://127.0.0.1:3128" end))
+    assert.matches("Dialer: Proxy must be a function %(got boolean%)",
+      raises(function() websocket.Dialer { Proxy = false } end))
+    assert.are.equal(websocket.ProxyFromEnvironment, d.Proxy)
   end)
 
   it("valid fields are accepted, readable, writable and listed by pairs", function()

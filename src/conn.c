@@ -612,7 +612,8 @@ static int l_state(lua_State *L)
 static int l_error(lua_State *L)
 {
 	static const char *const error_names[] = {"none", "closed", "write", "timeout",
-						  "lookup", "connect", "handshake", "eof", "tls"};
+						  "lookup", "connect", "handshake", "eof", "tls",
+						  "proxy"};
 	luaws_conn *c = luaws_conn_check(L);
 	if (!c->error[0])
 		return 0;

@@ -212,7 +212,8 @@ enum luaws_err {
 	LUAWS_ERR_CONNECT,   /* dial: no address accepted the connection */
 	LUAWS_ERR_HANDSHAKE, /* dial: the server's answer was not a valid upgrade */
 	LUAWS_ERR_EOF,       /* dial: the server closed during the handshake */
-	LUAWS_ERR_TLS        /* the TLS handshake or connection failed */
+	LUAWS_ERR_TLS,       /* the TLS handshake or connection failed */
+	LUAWS_ERR_PROXY      /* dial: the proxy refused the tunnel or did not speak HTTP */
 };
 
 /* sender.c: what a connection has queued to send (see there). */
@@ -348,6 +349,19 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 		       void *in, size_t len);
 void luaws_dial_detach(luaws_dial *d);
 int luaws_client_open(lua_State *L);
+
+/* proxy.c: the exchange with an HTTP (CONNECT) or SOCKS5 proxy before the tunnel to the
+ * server is up (see there) */
+typedef struct luaws_proxy luaws_proxy;
+enum luaws_proxy_result { LUAWS_PROXY_MORE, LUAWS_PROXY_UP, LUAWS_PROXY_FAILED };
+luaws_proxy *luaws_proxy_new(lua_State *L, int idx);
+void luaws_proxy_free(luaws_proxy *p);
+int luaws_proxy_start(luaws_proxy *p, luaws_conn *c);
+int luaws_proxy_waiting(const luaws_proxy *p);
+enum luaws_proxy_result luaws_proxy_rx(luaws_proxy *p, luaws_conn *c, const unsigned char *in,
+				       size_t len, size_t *used, luaws_buf *head, int *status,
+				       luaws_buf *headers, char *why, size_t wl);
+const char *luaws_proxy_closed(const luaws_proxy *p, char *why, size_t wl);
 
 /* timer.c, signal.c, process.c */
 int luaws_timer_open(lua_State *L);
