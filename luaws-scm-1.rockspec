@@ -23,6 +23,7 @@ dependencies = {
 external_dependencies = {
   LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
   LIBUV = { header = "uv.h", library = "uv" },
+  ZLIB = { header = "zlib.h", library = "z" },
 }
 build = {
   type = "builtin",
@@ -30,14 +31,14 @@ build = {
     ["luaws.core"] = {
       sources = {
         "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
-        "src/deadline.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
+        "src/deadline.c", "src/deflate.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
         "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv", "m" },
-      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)" },
+      libraries = { "websockets", "uv", "z", "m" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(ZLIB_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(ZLIB_LIBDIR)" },
       defines = {},
     },
     ["luaws"] = "lua/luaws/init.lua",

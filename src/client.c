@@ -18,6 +18,8 @@ struct luaws_dial {
 	uv_timer_t *timer;
 	struct addrinfo *addrs, *next_addr;
 	int gai_active, connecting_now, port, status, timed_out, tcp_up;
+	int deflate;                /* permessage-deflate offered, as pmd_cfg says */
+	luaws_pmd_config pmd_cfg;
 	char *host, *path, *host_header, *origin, *subprotocols;
 	char key[32];               /* Sec-WebSocket-Key */
 	luaws_buf request_headers;  /* "name\0value\0" */
@@ -180,6 +182,7 @@ static int send_request(luaws_dial *d, luaws_conn *c)
 	    (d->origin && luaws_buf_printf(&out, "Origin: %s\r\n", d->origin)) ||
 	    (d->subprotocols &&
 	     luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", d->subprotocols)) ||
+	    (d->deflate && luaws_pmd_offer(&d->pmd_cfg, &out)) ||
 	    luaws_headers_append(&out, &d->request_headers) || luaws_buf_append(&out, "\r\n", 2))
 		goto done;
 	if (!luaws_send_bytes(c, out.data, out.len, 0))
@@ -208,6 +211,37 @@ static int offered(const luaws_dial *d, const char *name)
 	return 0;
 }
 
+/* Every Sec-WebSocket-Extensions header of the response, as one list in out (a
+ * string), or 0 when there is none. -1 when out of memory. */
+static int response_extensions(const luaws_dial *d, luaws_buf *out)
+{
+	const char *n, *v;
+	size_t off = 0;
+	int found = 0;
+	while (luaws_headers_next(&d->response_headers, &off, &n, &v)) {
+		if (strcmp(n, "sec-websocket-extensions"))
+			continue;
+		if ((found && luaws_buf_append(out, ", ", 2)) || luaws_buf_append(out, v, strlen(v)))
+			return -1;
+		found = 1;
+	}
+	return found && luaws_buf_append(out, "", 1) ? -1 : found;
+}
+
+/* The server's answer to our permessage-deflate offer, if any: 0 when it is one we
+ * can take (c then compresses as agreed), -1 when it is not (or we offered nothing). */
+static int check_extensions(luaws_dial *d, luaws_conn *c)
+{
+	luaws_buf ext = {0};
+	luaws_pmd_params pmd;
+	int rc = response_extensions(d, &ext);
+	if (rc > 0)
+		rc = !d->deflate || luaws_pmd_check_answer((const char *)ext.data, &d->pmd_cfg, &pmd) ||
+			     luaws_pmd_attach(c, &pmd) ? -1 : 0;
+	luaws_buf_free(&ext);
+	return rc;
+}
+
 /* The response head is complete: 0 when it accepts the upgrade. */
 static int check_response(luaws_dial *d, luaws_conn *c)
 {
@@ -222,8 +256,8 @@ static int check_response(luaws_dial *d, luaws_conn *c)
 	got = luaws_http_header(&d->response_headers, "sec-websocket-accept");
 	if (!got || strcmp(got, accept))
 		return -1;
-	if (luaws_http_header(&d->response_headers, "sec-websocket-extensions"))
-		return -1; /* none offered */
+	if (check_extensions(d, c))
+		return -1;
 	sub = luaws_http_header(&d->response_headers, "sec-websocket-protocol");
 	if (sub && *sub) {
 		if (!offered(d, sub) || strlen(sub) >= sizeof(c->subprotocol))
@@ -316,8 +350,9 @@ static char *dup_opt(lua_State *L, int idx)
 	return copy;
 }
 
-/* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout)
- * -> conn (connecting). headers: flat list {name, value, ...}. */
+/* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout
+ * [, compression]) -> conn (connecting). headers: flat list {name, value, ...};
+ * compression: offer permessage-deflate with these CompressionOptions (a table). */
 static int l_dial(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
@@ -355,6 +390,10 @@ static int l_dial(lua_State *L)
 	d->origin = dup_opt(L, 5);
 	d->subprotocols = dup_opt(L, 6);
 	luaws_headers_store(L, 7, &d->request_headers);
+	if (!lua_isnoneornil(L, 9)) {
+		d->deflate = 1;
+		luaws_pmd_read_config(L, 9, &d->pmd_cfg);
+	}
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {

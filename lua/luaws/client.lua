@@ -18,10 +18,12 @@ local fields = {
   ReadBufferSize = "bytes", -- accepted and ignored (README, "Differences")
   Proxy = "unimplemented", NetDial = "unimplemented", NetDialContext = "unimplemented",
   NetDialTLSContext = "unimplemented", TLSClientConfig = "unimplemented",
-  Jar = "unimplemented", EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+  Jar = "unimplemented", WriteBufferPool = "unimplemented",
+  EnableCompression = "boolean", CompressionOptions = "compression", -- permessage-deflate
 }
 
--- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, ReadBufferSize=, WriteBufferSize=}
+-- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, ReadBufferSize=, WriteBufferSize=,
+-- EnableCompression=, CompressionOptions=}
 function M.Dialer(opts)
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -105,8 +107,10 @@ function Dialer:Dial(url, request_header)
   if type(timeout) ~= "number" or timeout ~= timeout then
     error("Dial: the Dialer's HandshakeTimeout must be a number of seconds (not NaN)", 2)
   end
+  local compression
+  if self.EnableCompression then compression = self.CompressionOptions or {} end
   local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
-    timeout)
+    timeout, compression)
   while c:_state() == "connecting" do sched.wait(c) end
   local status, resp_headers, timed_out = c:_dial_result()
   local resp
