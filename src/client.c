@@ -364,8 +364,13 @@ static int l_dial(lua_State *L)
 	luaws_dial *d;
 	int rc;
 
+	luaws_pmd_config pmd_cfg;
+	int deflate = !lua_isnoneornil(L, 9);
+
 	luaL_checkstring(L, 3);
 	luaL_checkstring(L, 4);
+	if (deflate)
+		luaws_pmd_read_config(L, 9, &pmd_cfg);
 	for (rc = 3; rc <= 6; rc++) {
 		/* path, Host, Origin, subprotocols go into the request head as they are */
 		const char *v = luaL_optstring(L, rc, "");
@@ -390,10 +395,9 @@ static int l_dial(lua_State *L)
 	d->origin = dup_opt(L, 5);
 	d->subprotocols = dup_opt(L, 6);
 	luaws_headers_store(L, 7, &d->request_headers);
-	if (!lua_isnoneornil(L, 9)) {
-		d->deflate = 1;
-		luaws_pmd_read_config(L, 9, &d->pmd_cfg);
-	}
+	d->deflate = deflate;
+	if (deflate)
+		d->pmd_cfg = pmd_cfg;
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {
