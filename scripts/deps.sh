@@ -13,7 +13,7 @@
 # and disabled (a tinyproxy installed before is left as it was).
 set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl
-      libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
+      libwebsockets-evlib-uv libuv1-dev zlib1g-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
       lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody tinyproxy microsocks)
 missing=()

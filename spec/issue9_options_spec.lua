@@ -32,12 +32,30 @@ describe("issue 9: options tables are checked", function()
       { "Dialer: TLSClientConfig must be a table %(got boolean%)" } },
     { "Dialer{Jar={}}", function() websocket.Dialer { Jar = {} } end,
       { "Dialer: Jar is not implemented yet" } },
-    { "Dialer{EnableCompression=true}", function() websocket.Dialer { EnableCompression = true } end,
-      { "Dialer: EnableCompression is not implemented yet" } },
+    { "Dialer{EnableCompression=1}", function() websocket.Dialer { EnableCompression = 1 } end,
+      { "Dialer: EnableCompression must be a boolean %(got number%)" } },
+    { "Dialer{CompressionOptions={Level=10}}",
+      function() websocket.Dialer { CompressionOptions = { Level = 10 } } end,
+      { "Dialer: CompressionOptions.Level must be an integer from %-2 to 9 %(got integer%)" } },
     { "Dialer{WriteBufferPool={}}", function() websocket.Dialer { WriteBufferPool = {} } end,
       { "Dialer: WriteBufferPool is not implemented yet" } },
-    { "Upgrader{EnableCompression=true}", function() websocket.Upgrader { EnableCompression = true } end,
-      { "Upgrader: EnableCompression is not implemented yet" } },
+    { "Upgrader{EnableCompression='yes'}", function() websocket.Upgrader { EnableCompression = "yes" } end,
+      { "Upgrader: EnableCompression must be a boolean %(got string%)" } },
+    { "Upgrader{CompressionOptions={ServerMaxWindowBits=16}}",
+      function() websocket.Upgrader { CompressionOptions = { ServerMaxWindowBits = 16 } } end,
+      { "Upgrader: CompressionOptions.ServerMaxWindowBits must be an integer from 8 to 15" } },
+    { "Upgrader{CompressionOptions={MemLevel=0}}",
+      function() websocket.Upgrader { CompressionOptions = { MemLevel = 0 } } end,
+      { "Upgrader: CompressionOptions.MemLevel must be an integer from 1 to 9" } },
+    { "Upgrader{CompressionOptions={ClientNoContextTakeover=1}}",
+      function() websocket.Upgrader { CompressionOptions = { ClientNoContextTakeover = 1 } } end,
+      { "Upgrader: CompressionOptions.ClientNoContextTakeover must be a boolean" } },
+    { "Upgrader{CompressionOptions={Window=10}}",
+      function() websocket.Upgrader { CompressionOptions = { Window = 10 } } end,
+      { "Upgrader: unknown field 'Window' in CompressionOptions" } },
+    { "Upgrader{CompressionOptions=true}",
+      function() websocket.Upgrader { CompressionOptions = true } end,
+      { "Upgrader: CompressionOptions must be a table %(got boolean%)" } },
     { "Upgrader{WriteBufferPool={}}", function() websocket.Upgrader { WriteBufferPool = {} } end,
       { "Upgrader: WriteBufferPool is not implemented yet" } },
 
@@ -125,8 +143,10 @@ describe("issue 9: options tables are checked", function()
 
     local u = websocket.Upgrader {}
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
-    assert.matches("Upgrader: EnableCompression is not implemented yet",
-      raises(function() u.EnableCompression = true end))
+    assert.matches("Upgrader: EnableCompression must be a boolean",
+      raises(function() u.EnableCompression = 1 end))
+    assert.matches("Upgrader: CompressionOptions.Level must be",
+      raises(function() u.CompressionOptions = { Level = 1.5 } end))
     u.WriteBufferSize = 100
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
     assert.are.equal(100, u.WriteBufferSize)
@@ -160,7 +180,7 @@ describe("issue 9: options tables are checked", function()
     local u = websocket.Upgrader {
       CheckOrigin = function() return true end, Subprotocols = { "a" }, Error = f,
       WriteBufferSize = 1024, ReadBufferSize = 1024, HandshakeTimeout = 10,
-      EnableCompression = false, -- gorilla's default: no compression, as luaws does
+      EnableCompression = false, -- gorilla's default: no compression
     }
     assert.are.equal(1024, u.WriteBufferSize)
     u.WriteBufferSize = 2048

@@ -22,6 +22,8 @@ struct luaws_dial {
 	uv_timer_t *timer;
 	struct addrinfo *addrs, *next_addr;
 	int gai_active, connecting_now, port, status, timed_out, tcp_up;
+	int deflate;                /* permessage-deflate offered, as pmd_cfg says */
+	luaws_pmd_config pmd_cfg;
 	char *host, *path, *host_header, *origin, *subprotocols;
 	luaws_proxy *proxy;         /* the proxy the dial goes through, or NULL */
 	SSL_CTX *tls;               /* wss://: the client TLS config, or NULL */
@@ -190,6 +192,7 @@ static int send_request(luaws_dial *d, luaws_conn *c)
 	    (d->origin && luaws_buf_printf(&out, "Origin: %s\r\n", d->origin)) ||
 	    (d->subprotocols &&
 	     luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", d->subprotocols)) ||
+	    (d->deflate && luaws_pmd_offer(&d->pmd_cfg, &out)) ||
 	    luaws_headers_append(&out, &d->request_headers) || luaws_buf_append(&out, "\r\n", 2))
 		goto done;
 	if (!luaws_send_bytes(c, out.data, out.len, 0))
@@ -233,6 +236,37 @@ static int offered(const luaws_dial *d, const char *name)
 	return 0;
 }
 
+/* Every Sec-WebSocket-Extensions header of the response, as one list in out (a
+ * string), or 0 when there is none. -1 when out of memory. */
+static int response_extensions(const luaws_dial *d, luaws_buf *out)
+{
+	const char *n, *v;
+	size_t off = 0;
+	int found = 0;
+	while (luaws_headers_next(&d->response_headers, &off, &n, &v)) {
+		if (strcmp(n, "sec-websocket-extensions"))
+			continue;
+		if ((found && luaws_buf_append(out, ", ", 2)) || luaws_buf_append(out, v, strlen(v)))
+			return -1;
+		found = 1;
+	}
+	return found && luaws_buf_append(out, "", 1) ? -1 : found;
+}
+
+/* The server's answer to our permessage-deflate offer, if any: 0 when it is one we
+ * can take (c then compresses as agreed), -1 when it is not (or we offered nothing). */
+static int check_extensions(luaws_dial *d, luaws_conn *c)
+{
+	luaws_buf ext = {0};
+	luaws_pmd_params pmd;
+	int rc = response_extensions(d, &ext);
+	if (rc > 0)
+		rc = !d->deflate || luaws_pmd_check_answer((const char *)ext.data, &d->pmd_cfg, &pmd) ||
+			     luaws_pmd_attach(c, &pmd) ? -1 : 0;
+	luaws_buf_free(&ext);
+	return rc;
+}
+
 /* The response head is complete: 0 when it accepts the upgrade. */
 static int check_response(luaws_dial *d, luaws_conn *c)
 {
@@ -247,8 +281,8 @@ static int check_response(luaws_dial *d, luaws_conn *c)
 	got = luaws_http_header(&d->response_headers, "sec-websocket-accept");
 	if (!got || strcmp(got, accept))
 		return -1;
-	if (luaws_http_header(&d->response_headers, "sec-websocket-extensions"))
-		return -1; /* none offered */
+	if (check_extensions(d, c))
+		return -1;
 	sub = luaws_http_header(&d->response_headers, "sec-websocket-protocol");
 	if (sub && *sub) {
 		if (!offered(d, sub) || strlen(sub) >= sizeof(c->subprotocol))
@@ -380,9 +414,10 @@ static char *dup_opt(lua_State *L, int idx)
 }
 
 /* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout
- * [, tls, server_name [, proxy]]) -> conn (connecting). headers: flat list
- * {name, value, ...}. tls: a client luaws.TLSConfig for wss://, server_name the name to
- * verify. proxy: a table for proxy.c; then host and port are the proxy's. */
+ * [, tls, server_name [, proxy [, compression]]]) -> conn (connecting). headers: flat
+ * list {name, value, ...}. tls: a client luaws.TLSConfig for wss://, server_name the
+ * name to verify. proxy: a table for proxy.c; then host and port are the proxy's.
+ * compression: offer permessage-deflate with these CompressionOptions (a table). */
 static int l_dial(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
@@ -396,9 +431,14 @@ static int l_dial(lua_State *L)
 	int rc;
 
 	luaws_proxy *proxy;
-	lua_settop(L, 11); /* the conn goes above the arguments */
+	luaws_pmd_config pmd_cfg;
+	int deflate = !lua_isnoneornil(L, 12);
+
+	lua_settop(L, 12); /* the conn goes above the arguments */
 	luaL_checkstring(L, 3);
 	luaL_checkstring(L, 4);
+	if (deflate)
+		luaws_pmd_read_config(L, 12, &pmd_cfg);
 	for (rc = 3; rc <= 6; rc++) {
 		/* path, Host, Origin, subprotocols go into the request head as they are */
 		const char *v = luaL_optstring(L, rc, "");
@@ -430,6 +470,9 @@ static int l_dial(lua_State *L)
 	d->tls = luaws_tls_config_ref(tls);
 	if (tls)
 		d->server_name = dup_opt(L, 10);
+	d->deflate = deflate;
+	if (deflate)
+		d->pmd_cfg = pmd_cfg;
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {

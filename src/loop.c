@@ -510,6 +510,7 @@ static int loop_gc(lua_State *L)
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
 	luaws_inbox_pool_free(&loop->rx_pool);
+	luaws_pmd_pool_free(loop);
 	luaws_batch_free(loop);
 	return 0;
 }

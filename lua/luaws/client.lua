@@ -20,11 +20,12 @@ local fields = {
   ReadBufferSize = "bytes", -- accepted and ignored (README, "Differences")
   Proxy = "function", NetDial = "unimplemented", NetDialContext = "unimplemented",
   NetDialTLSContext = "unimplemented", TLSClientConfig = "table",
-  Jar = "unimplemented", EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+  Jar = "unimplemented", WriteBufferPool = "unimplemented",
+  EnableCompression = "boolean", CompressionOptions = "compression", -- permessage-deflate
 }
 
 -- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, Proxy=function(req), ReadBufferSize=,
--- WriteBufferSize=, TLSClientConfig=}
+-- WriteBufferSize=, TLSClientConfig=, EnableCompression=, CompressionOptions=}
 function M.Dialer(opts)
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -134,13 +135,15 @@ function Dialer:Dial(url, request_header)
   if type(timeout) ~= "number" or timeout ~= timeout then
     error("Dial: the Dialer's HandshakeTimeout must be a number of seconds (not NaN)", 2)
   end
+  local compression
+  if self.EnableCompression then compression = self.CompressionOptions or {} end
   local c
   if via then
     c = core.dial(via.host, via.port, u.path, host_header, origin, subprotocols, extra,
-      timeout, tls_config, server_name, via.core)
+      timeout, tls_config, server_name, via.core, compression)
   else
     c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
-      timeout, tls_config, server_name)
+      timeout, tls_config, server_name, nil, compression)
   end
   while c:_state() == "connecting" do sched.wait(c) end
   local status, resp_headers, timed_out, status_text = c:_dial_result()

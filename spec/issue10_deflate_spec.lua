@@ -1,0 +1,381 @@
+-- Issue 10: permessage-deflate (RFC 7692) with exact bytes, both roles. A raw Python
+-- peer (spec/peers/raw_client.py, raw_server.py) offers or answers the extension with
+-- the header lines a row gives and sends frames this file builds byte by byte; the
+-- compressed payloads are RFC 7692 section 7.2.3's own examples, and what luaws sends
+-- back is checked byte for byte (luaws compresses with zlib at level 1, which produces
+-- those examples: "Hello" is f2 48 cd c9 c9 07 00, and again with context takeover
+-- f2 00 11 00 00).
+--
+--   negotiation: what the luaws server answers to every kind of offer (several offers,
+--     parameters with and without values, quoted values, invalid, duplicate and
+--     out-of-range parameters: that offer is skipped), and which answers the luaws
+--     client accepts (an invalid or unasked-for one fails the dial with ErrBadHandshake);
+--   frames: RSV1 on a data message's first frame inflates it (one frame or several,
+--     with and without context takeover, an uncompressed message between compressed
+--     ones, a block with BFINAL, a stored block, two blocks, an empty message); RSV1 on
+--     a continuation or a control frame, or without the extension, fails with 1002;
+--     data that does not inflate with 1007, as do invalid UTF-8 inflated from a text
+--     message and a message cut short inside a block;
+--   the read limit counts inflated bytes: a 1 MiB frame that inflates to 1 GiB is
+--     refused with 1009 while the process grows by a few MiB;
+--   sending: WriteMessage, NextWriter, WritePreparedMessage, SetCompressionLevel and
+--     EnableWriteCompression, and the streams of connections without context takeover
+--     going back to the loop's pool between messages.
+--
+-- Run from the repository root: busted --lua=lua5.4 spec/issue10_deflate_spec.lua
+local support = require "support"
+local websocket = support.websocket
+local cjson = require "cjson"
+local core = require "luaws.core"
+
+lazy_setup(function() support.keepalive(true) end)
+lazy_teardown(function() support.keepalive(false) end)
+
+local q = support.shell_quote
+local PYTHON = support.PYTHON
+local RAW_CLIENT = support.peer("raw_client.py")
+
+local CONT, TEXT, BINARY, CLOSE, PING = 0, 1, 2, 8, 9
+
+---------------------------------------------------------------------------------------
+-- bytes
+
+local function hex(s)
+  return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+local function unhex(h)
+  if h == nil or h == cjson.null then return "" end
+  return (h:gsub("%s", ""):gsub("%x%x", function(c) return string.char(tonumber(c, 16)) end))
+end
+
+local function xor_mask(s, key)
+  local k, out = { key:byte(1, 4) }, {}
+  for i = 1, #s do out[i] = string.char(s:byte(i) ~ k[(i - 1) % 4 + 1]) end
+  return table.concat(out)
+end
+
+-- The bytes of one frame: f = {opcode, payload, fin = true, rsv = RSV bits (RSV1 = 4)},
+-- masked when mask is true.
+local function frame(f, mask)
+  local payload = f.payload or ""
+  local n = #payload
+  local b0 = ((f.fin == false) and 0 or 0x80) | ((f.rsv or 0) << 4) | f.opcode
+  local mbit = mask and 0x80 or 0
+  local head
+  if n <= 125 then
+    head = string.char(b0, mbit | n)
+  elseif n <= 65535 then
+    head = string.char(b0, mbit | 126) .. string.pack(">I2", n)
+  else
+    head = string.char(b0, mbit | 127) .. string.pack(">I8", n)
+  end
+  if not mask then return head .. payload end
+  local key = string.char(math.random(1, 255), math.random(1, 255), math.random(1, 255),
+    math.random(1, 255))
+  return head .. key .. xor_mask(payload, key)
+end
+
+-- A compressed data frame (RSV1) with the payload given in hex; a plain one; others.
+local function Z(hexpayload, opts)
+  local f = { opcode = TEXT, rsv = 4, payload = unhex(hexpayload) }
+  for k, v in pairs(opts or {}) do f[k] = v end
+  return f
+end
+local function P(opcode, payload, opts)
+  local f = { opcode = opcode, payload = payload or "" }
+  for k, v in pairs(opts or {}) do f[k] = v end
+  return f
+end
+
+local CLOSE_1000 = P(CLOSE, string.pack(">I2", 1000))
+
+-- The RFC 7692 section 7.2.3 payloads.
+local HELLO = "f2 48 cd c9 c9 07 00"            -- 7.2.3.1, and the first of 7.2.3.2
+local HELLO_AGAIN = "f2 00 11 00 00"            -- 7.2.3.2: the second, with context takeover
+local HELLO_STORED = "00 05 00 fa ff 48 65 6c 6c 6f 00" -- 7.2.3.3: no compression
+local HELLO_BFINAL = "f3 48 cd c9 c9 07 00 00"  -- 7.2.3.4: BFINAL set, padded with 0x00
+local HELLO_TWO_BLOCKS = "f2 48 05 00 00 00 ff ff ca c9 c9 07 00" -- 7.2.3.5
+
+---------------------------------------------------------------------------------------
+-- running a row in either role
+
+local EXT = "Sec-WebSocket-Extensions: "
+local GORILLA_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+local TAKEOVER = { ServerNoContextTakeover = false, ClientNoContextTakeover = false }
+
+-- How a row negotiates: the Upgrader's or Dialer's options, the raw client's offer and
+-- the raw server's answer (nil: no header).
+local MODES = {
+  none = { opts = {}, offer = nil, answer = nil },
+  plain_peer = { opts = { EnableCompression = true }, offer = nil, answer = nil },
+  default = { opts = { EnableCompression = true }, offer = "permessage-deflate",
+    answer = GORILLA_ANSWER },
+  takeover = { opts = { EnableCompression = true, CompressionOptions = TAKEOVER },
+    offer = "permessage-deflate", answer = "permessage-deflate" },
+}
+
+-- The handler of both roles: record each message, then echo it (or what row.echo does),
+-- after row.setup(c); st.pmd: what c negotiated; st.err: the read error at the end.
+local function serve(c, row, st)
+  st.pmd = c:_deflate()
+  if row.setup then row.setup(c) end
+  while true do
+    local mt, data, err = c:ReadMessage()
+    if not mt then
+      st.err = err
+      break
+    end
+    st.msgs[#st.msgs + 1] = { mt, data }
+    local ok, werr
+    if row.echo then ok, werr = row.echo(c, mt, data) else ok, werr = c:WriteMessage(mt, data) end
+    if not ok then st.write_err = werr end
+  end
+  st.pmd_after = c:_deflate()
+end
+
+local AFTER = P(TEXT, "AFTER: sent after a bad frame, must be neither delivered nor echoed")
+
+-- The raw peer's steps for a row: its frames in one write (a malformed row adds AFTER
+-- and a close 1000 to it), then for a valid one the wait for the echoes and the close.
+local function steps_of(row, mask)
+  local bytes = {}
+  for i, f in ipairs(row.send) do bytes[i] = frame(f, mask) end
+  if row.close then
+    bytes[#bytes + 1] = frame(AFTER, mask)
+    bytes[#bytes + 1] = frame(CLOSE_1000, mask)
+    return { { send = hex(table.concat(bytes)) }, { expect_close_within = 3 } }
+  end
+  return {
+    { send = hex(table.concat(bytes)) },
+    { wait = { data = #(row.echoes or row.msgs) }, within = 5 },
+    { send = hex(frame(CLOSE_1000, mask)) },
+    { expect_close_within = 3 },
+  }
+end
+
+-- Against the in-process luaws server. Returns the raw client's result and st.
+local function run_server(row)
+  local mode = MODES[row.mode or "default"]
+  local st = { msgs = {} }
+  local upgrader = websocket.Upgrader(mode.opts)
+  local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+    local c, err = upgrader:Upgrade(w, r)
+    if not c then
+      st.upgrade_err, st.done = err, true
+      return
+    end
+    serve(c, row, st)
+    c:Close()
+    st.done = true
+  end))
+  local child
+  finally(function()
+    support.stop(child)
+    srv:Close()
+  end)
+  local offer = row.offer or mode.offer
+  local script = { headers = offer and { EXT .. offer } or {}, steps = steps_of(row, true),
+    linger = 2 }
+  child = support.spawn(("%s %s %d /echo %s"):format(PYTHON, q(RAW_CLIENT), srv:Port(),
+    q(cjson.encode(script))))
+  assert.is_truthy(support.wait(child, 20), "the raw client did not finish")
+  local r = support.json_result(child, "raw client")
+  support.wait_for(function() return st.done end, 5)
+  assert.is_true(st.done, "the luaws handler did not finish")
+  return r, st
+end
+
+-- Against the raw server, with the luaws client. Returns the raw server's result and st.
+local function run_client(row)
+  local mode = MODES[row.mode or "default"]
+  local answer = row.answer or mode.answer
+  local script = { answer_headers = answer and { EXT .. answer } or {},
+    steps = steps_of(row, false), linger = 2 }
+  local child, port = support.raw_server(cjson.encode(script))
+  finally(function() support.stop(child) end)
+  assert.is_truthy(port, "the raw server printed no port")
+  local st = { msgs = {} }
+  websocket.Go(function()
+    local c, _, err = websocket.Dialer(mode.opts):Dial(support.url(port, "/echo"))
+    if not c then
+      st.dial_err, st.done = err, true
+      return
+    end
+    serve(c, row, st)
+    c:Close()
+    st.done = true
+  end)
+  assert.is_truthy(support.wait(child, 20), "the raw server did not finish")
+  support.wait_for(function() return st.done end, 5)
+  assert.is_true(st.done, "the luaws client did not finish")
+  return support.json_result(child, "raw server"), st
+end
+
+-- The data frames a peer received: "rsv opcode fin payload-hex" each.
+local function data_frames(r)
+  local out = {}
+  for _, f in ipairs(r.frames or {}) do
+    if f.opcode < 8 then
+      out[#out + 1] = ("%d %d %s %s"):format(f.rsv, f.opcode, f.fin and "fin" or "more", f.payload)
+    end
+  end
+  return out
+end
+
+local function close_code(r)
+  for _, f in ipairs(r.frames or {}) do
+    if f.opcode == CLOSE then return f.code == cjson.null and "empty" or f.code end
+  end
+  return nil
+end
+
+-- The frame a row expects luaws to send: compressed text unless given otherwise.
+local function echo(payload_hex, rsv, opcode)
+  return ("%d %d fin %s"):format(rsv or 4, opcode or TEXT, (payload_hex:gsub("%s", "")))
+end
+
+local function check_row(row, r, st)
+  assert.are.equal("ok", r.handshake)
+  if row.close then
+    assert.are.equal(row.close, close_code(r), "the close code luaws sent")
+    assert.is_truthy(st.err, "the luaws reader's error")
+    assert.are.equal(row.close, st.err.code, "the luaws reader's error code: " .. tostring(st.err))
+    for _, m in ipairs(st.msgs) do
+      assert.are_not.equal(AFTER.payload, m[2], "a message sent after the bad frame was delivered")
+    end
+  else
+    assert.are.equal(1000, close_code(r), "the close code luaws sent")
+  end
+  local want = {}
+  for i, m in ipairs(row.msgs or {}) do want[i] = { m[1], m[2] } end
+  assert.are.same(want, st.msgs, "the messages the luaws reader got")
+  if row.echoes then assert.are.same(row.echoes, data_frames(r), "the frames luaws sent") end
+end
+
+---------------------------------------------------------------------------------------
+-- the rows: each runs against the luaws server and the luaws client
+
+local ROWS = {}
+local function row(t) ROWS[#ROWS + 1] = t end
+
+-- RFC 7692 7.2.3.1: one frame; without context takeover every "Hello" is the same bytes
+row{ name = "'Hello' compressed in one frame, twice, without context takeover (7.2.3.1)",
+  send = { Z(HELLO), Z(HELLO) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo(HELLO) } }
+-- 7.2.3.1: the same message in two frames, RSV1 on the first only
+row{ name = "'Hello' compressed in two frames (7.2.3.1)",
+  send = { Z("f2 48 cd", { fin = false }), P(CONT, unhex("c9 c9 07 00")) },
+  msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO) } }
+-- 7.2.3.2: with context takeover the second "Hello" refers back to the first
+row{ name = "'Hello' twice with context takeover: the second is f2 00 11 00 00 (7.2.3.2)",
+  mode = "takeover",
+  send = { Z(HELLO), Z(HELLO_AGAIN) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo(HELLO_AGAIN) } }
+row{ name = "an uncompressed message between compressed ones keeps the window as it was",
+  mode = "takeover",
+  send = { Z(HELLO), P(TEXT, "Hello"), Z(HELLO_AGAIN) },
+  msgs = { { TEXT, "Hello" }, { TEXT, "Hello" }, { TEXT, "Hello" } },
+  -- luaws compresses all three echoes: its own window holds "Hello" twice at the third
+  echoes = { echo(HELLO), echo(HELLO_AGAIN), echo("02 13 00 00") } }
+row{ name = "a DEFLATE block with no compression (7.2.3.3)",
+  send = { Z(HELLO_STORED) }, msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO) } }
+row{ name = "a block with BFINAL set and 0x00 padding (7.2.3.4); the window goes on after it",
+  mode = "takeover",
+  send = { Z(HELLO_BFINAL), Z(HELLO_AGAIN) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo(HELLO_AGAIN) } }
+row{ name = "two DEFLATE blocks in one message (7.2.3.5)",
+  send = { Z(HELLO_TWO_BLOCKS) }, msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO) } }
+row{ name = "a compressed binary message",
+  send = { Z(HELLO, { opcode = BINARY }) }, msgs = { { BINARY, "Hello" } },
+  echoes = { echo(HELLO, 4, BINARY) } }
+row{ name = "an empty message: 00 (7.2.3.6), and an empty payload taken as one too",
+  send = { Z("00"), Z("") }, msgs = { { TEXT, "" }, { TEXT, "" } },
+  echoes = { echo("00"), echo("00") } }
+row{ name = "an empty message with context takeover: 00 again, the window unchanged",
+  mode = "takeover",
+  send = { Z(HELLO), Z("00"), Z(HELLO_AGAIN) },
+  msgs = { { TEXT, "Hello" }, { TEXT, "" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo("00"), echo(HELLO_AGAIN) } }
+row{ name = "a compressed message in three frames with a ping between them",
+  send = { Z("f2 48", { fin = false }), P(PING, "mid"), P(CONT, unhex("cd c9"), { fin = false }),
+    P(CONT, unhex("c9 07 00")) },
+  msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO) } }
+row{ name = "uncompressed messages are legal on a compressed connection",
+  send = { P(TEXT, "plain"), P(BINARY, "\0\1\2") },
+  msgs = { { TEXT, "plain" }, { BINARY, "\0\1\2" } },
+  echoes = { echo("2a c8 49 cc cc 03 00"), echo("62 60 64 02 00", 4, BINARY) } }
+
+-- what luaws sends, per connection
+row{ name = "SetCompressionLevel(0): stored blocks, the bytes of 7.2.3.3",
+  setup = function(c) assert(c:SetCompressionLevel(0)) end,
+  send = { Z(HELLO) }, msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO_STORED) } }
+row{ name = "EnableWriteCompression(false): sent uncompressed (RSV1 clear)",
+  setup = function(c) assert(c:EnableWriteCompression(false)) end,
+  send = { Z(HELLO), Z(HELLO) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+  echoes = { echo(hex("Hello"), 0), echo(hex("Hello"), 0) } }
+row{ name = "EnableWriteCompression(false), then true again, with context takeover",
+  mode = "takeover",
+  echo = function(c, mt, data)
+    c:EnableWriteCompression(data ~= "plain")
+    return c:WriteMessage(mt, data)
+  end,
+  send = { Z(HELLO), P(TEXT, "plain"), Z(HELLO_AGAIN) },
+  msgs = { { TEXT, "Hello" }, { TEXT, "plain" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo(hex("plain"), 0), echo(HELLO_AGAIN) } }
+row{ name = "WritePreparedMessage: the compressed frame, shared without context takeover",
+  echo = function(c, mt, data) return c:WritePreparedMessage(websocket.NewPreparedMessage(mt, data)) end,
+  send = { Z(HELLO), Z(HELLO) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+  echoes = { echo(HELLO), echo(HELLO) } }
+do
+  local pm = websocket.NewPreparedMessage(TEXT, "Hello")
+  row{ name = "WritePreparedMessage with context takeover: compressed against the connection's window",
+    mode = "takeover",
+    echo = function(c) return c:WritePreparedMessage(pm) end,
+    send = { Z(HELLO), Z(HELLO) }, msgs = { { TEXT, "Hello" }, { TEXT, "Hello" } },
+    echoes = { echo(HELLO), echo(HELLO_AGAIN) } }
+end
+row{ name = "a prepared ping is never compressed",
+  echo = function(c, mt, data)
+    assert(c:WritePreparedMessage(websocket.NewPreparedMessage(websocket.PingMessage, "p")))
+    return c:WriteMessage(mt, data)
+  end,
+  send = { Z(HELLO) }, msgs = { { TEXT, "Hello" } }, echoes = { echo(HELLO) } }
+
+-- malformed: fails with close, and nothing after the bad frame is delivered
+row{ name = "RSV1 on a continuation frame -> 1002",
+  send = { P(TEXT, "Hel", { fin = false }), P(CONT, "lo", { rsv = 4 }) }, close = 1002 }
+row{ name = "RSV1 on the continuation of a compressed message -> 1002",
+  send = { Z("f2 48 cd", { fin = false }), P(CONT, unhex("c9 c9 07 00"), { rsv = 4 }) }, close = 1002 }
+row{ name = "RSV1 on a ping -> 1002", send = { P(PING, "x", { rsv = 4 }) }, close = 1002 }
+row{ name = "RSV1 on a close frame -> 1002",
+  send = { P(CLOSE, string.pack(">I2", 1000), { rsv = 4 }) }, close = 1002 }
+row{ name = "RSV2 on a compressed connection -> 1002", send = { Z(HELLO, { rsv = 6 }) }, close = 1002 }
+row{ name = "RSV3 on a compressed connection -> 1002", send = { P(TEXT, "x", { rsv = 1 }) }, close = 1002 }
+row{ name = "RSV1 without permessage-deflate negotiated (not enabled) -> 1002", mode = "none",
+  send = { Z(HELLO) }, close = 1002 }
+row{ name = "RSV1 when the peer did not offer or answer it -> 1002", mode = "plain_peer",
+  send = { Z(HELLO) }, close = 1002 }
+row{ name = "compressed data that does not inflate (reserved block type) -> 1007",
+  send = { Z(HELLO), Z("ff") }, msgs = { { TEXT, "Hello" } }, close = 1007 }
+row{ name = "a stored block cut short (10 bytes announced, 3 sent) -> 1007",
+  send = { Z("00 0a 00 f5 ff 48 65 6c", { opcode = BINARY }) }, close = 1007 }
+row{ name = "invalid UTF-8 inflated from a text message -> 1007",
+  send = { Z("00 01 00 fe ff ff 00") }, close = 1007 }
+row{ name = "the same bytes in a binary message are fine",
+  send = { Z("00 01 00 fe ff ff 00", { opcode = BINARY }) }, msgs = { { BINARY, "\255" } },
+  echoes = { echo("fa 0f 00", 4, BINARY) } }
+
+describe("issue 10: permessage-deflate, exact bytes", function()
+  for _, role in ipairs({ "server", "client" }) do
+    describe("luaws " .. role, function()
+      for _, rw in ipairs(ROWS) do
+        it(rw.name, function()
+          local r, st
+          if role == "server" then r, st = run_server(rw) else r, st = run_client(rw) end
+          check_row(rw, r, st)
+        end)
+      end
+    end)
+  end
+end)
