@@ -385,6 +385,7 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 				connect_next(d);
 				return 0;
 			}
+			luaws_tls_read_last(wsi); /* a TLS alert says why */
 			if (luaws_tls_error(wsi))
 				dial_failed(d, LUAWS_ERR_TLS, luaws_tls_error(wsi));
 			else if (d->proxy && luaws_proxy_closed(d->proxy, why, sizeof(why)))

@@ -340,6 +340,7 @@ int luaws_tls_writeable(luaws_tls *t);
 int luaws_tls_let_go(luaws_tls *t, const unsigned char *p, size_t n, unsigned char **out,
 		     size_t *out_len);
 const char *luaws_tls_error(struct lws *wsi);
+void luaws_tls_read_last(struct lws *wsi);
 int luaws_tls_idle(struct lws *wsi);
 void luaws_tls_close_notify(struct lws *wsi);
 void luaws_tls_free(struct lws *wsi);

@@ -421,6 +421,29 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 	return rc;
 }
 
+static int drop_plain(void *arg, unsigned char *plain, size_t n)
+{
+	(void)arg;
+	(void)plain;
+	(void)n;
+	return 0;
+}
+
+/* lws is closing wsi's socket, maybe on a hang-up reported without the readable flag:
+ * the peer's last records (a TLS alert: why the handshake failed) may still be in the
+ * kernel. Read them for luaws_tls_error; their plaintext is dropped. */
+void luaws_tls_read_last(struct lws *wsi)
+{
+	luaws_tls *t = luaws_tls_of(wsi);
+	unsigned char buf[16 * 1024];
+	ssize_t n;
+	if (!t || t->fd < 0)
+		return;
+	while (!t->error[0] && (n = recv(t->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		if (luaws_tls_rx(t, buf, (size_t)n, drop_plain, NULL))
+			break;
+}
+
 /* Write plaintext from up to two pieces: the number of bytes OpenSSL took (0 while the
  * handshake runs or ciphertext waits for the socket), -1 when the socket failed. */
 ssize_t luaws_tls_write(luaws_tls *t, const unsigned char *a, size_t an,
@@ -469,12 +492,16 @@ ssize_t luaws_tls_write(luaws_tls *t, const unsigned char *a, size_t an,
 	return (ssize_t)done;
 }
 
-/* lws says t's socket is writeable: 1 while ciphertext still waits, 0 when none does,
- * -1 when the socket failed. */
+/* lws says t's socket is writeable: 1 while ciphertext still waits (flush asked for
+ * the next callback) or the handshake runs, 0 when the connection may write, -1 when
+ * the socket failed. During the handshake the writer's bytes (a client's upgrade
+ * request) wait for it: handing it the callback would have it ask for the next one at
+ * once, a busy loop until the server answers; luaws_tls_rx asks for one when the
+ * handshake is done. */
 int luaws_tls_writeable(luaws_tls *t)
 {
 	long n = flush(t);
-	return n < 0 ? -1 : n > 0;
+	return n < 0 ? -1 : n > 0 || !t->handshake_done;
 }
 
 /* t's socket is let go (sender.c): n bytes of plaintext at p, then close_notify, are

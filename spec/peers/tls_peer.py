@@ -29,6 +29,8 @@ Servers (print the port on the first line of stdout, flushed; run until killed):
   tls_peer.py silent      accepts TCP connections and never reads from or writes to them
   tls_peer.py http400     accepts, reads what comes for up to 1 s, answers
                           "HTTP/1.1 400 Bad Request" and closes
+  tls_peer.py alert       accepts, reads the ClientHello, answers with a fatal TLS alert
+                          (handshake_failure) and closes at once
 """
 import json
 import socket
@@ -211,9 +213,20 @@ def serve(mode):
         time.sleep(0.2)
         c.close()
 
+    def alert(c):
+        c.settimeout(5)
+        try:
+            c.recv(4096)
+            c.sendall(b"\x15\x03\x03\x00\x02\x02\x28")  # fatal handshake_failure
+        except OSError:
+            pass
+        c.close()
+
     while True:
         c, _ = ls.accept()
-        if mode == "silent":
+        if mode == "alert":
+            alert(c)
+        elif mode == "silent":
             held.append(c)
         else:
             threading.Thread(target=answer, args=(c,), daemon=True).start()
@@ -227,7 +240,7 @@ def main():
         emit(ws(int(a[1]), a[2], options(a[3:])))
     elif a[:1] == ["plain"] and len(a) == 2:
         emit(plain(int(a[1])))
-    elif a[:1] in (["silent"], ["http400"]):
+    elif a[:1] in (["silent"], ["http400"], ["alert"]):
         serve(a[0])
     else:
         sys.stderr.write(__doc__)
