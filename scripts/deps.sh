@@ -7,11 +7,14 @@
 # lua5.4) are host loops that spec/embedding_spec.lua runs luaws inside; the spec starts
 # its own Prosody on no ports (Debian's package also installs, and may start, a system
 # service, which the specs do not use).
+# chromium: a real browser's WebSocket client (headless, run as root with --no-sandbox) for
+# spec/issue10_chromium_spec.lua -- ws://, wss:// and permessage-deflate as browsers speak
+# them; about 300 MB installed, which the CI budget allows.
 set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl
       libwebsockets-evlib-uv libuv1-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
-      lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody)
+      lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
