@@ -103,6 +103,18 @@ static void bio_method_new(void)
 	BIO_meth_set_ctrl(bio_method, bio_ctrl);
 }
 
+/* ... and freed when core.so is unloaded: lua_close dlcloses the C modules, and the
+ * pointer above goes with the module, so without this every load of luaws that used
+ * TLS left the table behind (LeakSanitizer reported it at the exit of any program that
+ * had a TLS connection: spec/issue10_chromium_spec.lua). No SSL object can use it by
+ * then: they belong to connections, and those are gone with their Lua state. */
+__attribute__((destructor)) static void bio_method_free(void)
+{
+	if (bio_method)
+		BIO_meth_free(bio_method);
+	bio_method = NULL;
+}
+
 static luaws_tls **slot(struct lws *wsi)
 {
 	return wsi ? lws_wsi_user(wsi) : NULL;
