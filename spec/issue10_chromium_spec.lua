@@ -29,6 +29,9 @@
 -- HOME in a temp dir, in a process group of its own that every test kills (Chromium starts
 -- zygote, renderer, GPU and network processes) and checks empty afterwards.
 --
+-- About 20 s on a 2-core machine (each variant's browser run ~3 s, 16 MiB text and binary
+-- each way included; making the payloads in Lua ~4 s), ~35 s with the deflate variants.
+--
 -- Run from the repository root: busted --lua=lua5.4 spec/issue10_chromium_spec.lua
 local websocket = require "luaws"
 local support = require "support"
@@ -483,8 +486,7 @@ local function check_run(st, plan, opts)
   assert.is_nil(st.error, "server: " .. tostring(st.error))
 
   -- the offer Chromium makes, whatever the server answers
-  assert.matches("^permessage%-deflate", st.offer or "")
-  assert.matches("client_max_window_bits", st.offer or "")
+  assert.are.equal("permessage-deflate; client_max_window_bits", st.offer)
   if opts.deflate then
     assert.matches("^permessage%-deflate", rep.extensions)
   else
@@ -516,9 +518,12 @@ local function check_run(st, plan, opts)
 end
 
 local function variant(name, opts)
-  local runner = (opts.deflate and not DEFLATE) and pending or it
-  runner(name .. ": messages of 0 B .. 16 MiB byte-exact both ways and pushed by the server, " ..
-    "close 4000 from the browser, 1001 from the server", function()
+  local title = name .. ": messages of 0 B .. 16 MiB byte-exact both ways and pushed by the " ..
+    "server, close 4000 from the browser, 1001 from the server"
+  if opts.deflate and not DEFLATE then
+    return pending(title .. " (pending: Upgrader{EnableCompression = true} raises \"not implemented yet\")")
+  end
+  it(title, function()
     local st, plan = run(opts)
     check_run(st, plan, opts)
   end)
