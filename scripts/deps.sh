@@ -11,11 +11,14 @@
 # dials through; the spec runs its own on 127.0.0.1 (tinyproxy with its own config). Debian's package starts a system service on port
 # 8888 where services may start: when this script installed it, that service is stopped
 # and disabled (a tinyproxy installed before is left as it was).
+# chromium: a real browser's WebSocket client (headless, run as root with --no-sandbox) for
+# spec/issue10_chromium_spec.lua -- ws://, wss:// and permessage-deflate as browsers speak
+# them; about 300 MB installed, which the CI budget allows.
 set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl
       libwebsockets-evlib-uv libuv1-dev zlib1g-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
-      lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody tinyproxy microsocks)
+      lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody tinyproxy microsocks chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
