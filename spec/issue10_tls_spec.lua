@@ -211,6 +211,46 @@ describe("issue 10: a TLS server (Listen's TLS option)", function()
     end
   end)
 
+  it("sends a certificate file's intermediate with it: a client that knows only the root verifies the chain", function()
+    for _, tls in ipairs({
+      { CertFile = certs.chained, KeyFile = certs.chained_key },
+      { Certificates = { { CertFile = certs.chained, KeyFile = certs.chained_key },
+        { CertFile = certs.other, KeyFile = certs.other_key } } },
+    }) do
+      local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(), { TLS = tls }))
+      finally(function() srv:Close() end)
+      local c, resp, err = dial(wss(srv:Port(), "/", "localhost"), { RootCAs = certs.ca })
+      assert(c, "Dial: " .. tostring(err))
+      assert.are.equal("CN=chained.localhost | CN=luaws test intermediate", subjects(resp.TLS.PeerCertificates))
+      assert.are.equal("CN=luaws test intermediate", resp.TLS.PeerCertificates[1].Issuer)
+      local page = tls_peer("get", srv:Port(), "/page", "--cafile", certs.ca)
+      assert.is_nil(page.error, tostring(page.error))
+      assert.are.equal(200, page.status)
+    end
+  end)
+
+  it("sends a 5 MB HTTPS response byte-exact, then close_notify", function()
+    local body = support.binary(5 * 1024 * 1024 + 17, 99)
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w) w:Write(body) end, { TLS = server_tls() }))
+    finally(function() srv:Close() end)
+    local file = certs.dir .. "/big.bin"
+    local f = assert(io.open(file, "wb"))
+    f:write(body)
+    f:close()
+    local want = support.sh_output("sha256sum " .. q(file)):match("^%x+")
+    -- the handler answers inside the read of the request, often in a wake-up that also
+    -- reports the socket writeable (lws then held all but the first 256 KiB, and sent
+    -- no more until the 5 s timeout): a few tries
+    for i = 1, 3 do
+      local r = tls_peer("get", srv:Port(), "/big", "--cafile", certs.ca, "--quiet", 1)
+      assert.is_nil(r.error, tostring(r.error))
+      assert.are.equal(200, r.status)
+      assert.are.equal(#body, r.length, "the body's length, try " .. i)
+      assert.are.equal(want, r.sha256, "the body's SHA-256")
+      assert.are.equal("close_notify", r["end"])
+    end
+  end)
+
   it("leaves r.TLS nil on a plain server, and resp.TLS nil for ws://", function()
     local seen = { requests = {}, read_errs = {} }
     local srv = assert(websocket.Listen("127.0.0.1:0", echo_handler(seen)))
@@ -818,6 +858,29 @@ print("SERVER " .. cjson.encode(seen))
       slow_server_script())), 50))
   end)
 
+  it("a server that writes right after the upgrade and closes: the client gets the connection, the messages, then the end (as over ws://)", function()
+    -- the 101, the messages and the server's close_notify come in one read
+    for _, scheme in ipairs({ "ws", "wss" }) do
+      local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+        local c = websocket.Upgrader{}:Upgrade(w, r)
+        for i = 1, 3 do c:WriteMessage(websocket.BinaryMessage, "message " .. i) end
+        c:Close()
+      end, scheme == "wss" and { TLS = server_tls() } or nil))
+      finally(function() srv:Close() end)
+      local c, resp, err = dial(("%s://localhost:%d/"):format(scheme, srv:Port()), { RootCAs = certs.ca })
+      assert(c, scheme .. ": Dial: " .. tostring(err) .. " (status " .. tostring(resp and resp.StatusCode) .. ")")
+      local got = support.run(function()
+        local got = {}
+        for _ = 1, 4 do
+          local _, data, rerr = c:ReadMessage()
+          got[#got + 1] = data or tostring(rerr)
+        end
+        return got
+      end)
+      assert.are.same({ "message 1", "message 2", "message 3", "websocket: close 1006 (abnormal closure)" }, got, scheme)
+    end
+  end)
+
   it("50 concurrent TLS connections echo byte-exact", function()
     local _, port, seen = tls_server()
     local N, done, problems = 50, 0, {}
@@ -886,13 +949,18 @@ print("SERVER " .. cjson.encode(seen))
     -- the client closes with 4000 + text: the server's handler reads it, the client gets it back
     local c, _, err = dial(wss(port), { RootCAs = certs.ca })
     assert(c, "Dial: " .. tostring(err))
-    local cerr = support.run(function()
+    local cerr, late_err = support.run(function()
       assert(c:WriteMessage(websocket.TextMessage, "hello"))
       assert.are.equal("hello", select(2, c:ReadMessage()))
       assert(c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "client bye")))
-      return select(3, c:ReadMessage())
+      local err = select(3, c:ReadMessage())
+      -- the server's close frame and its close_notify came in one read: the socket is
+      -- closed by now, and a write still gets gorilla's ErrCloseSent (as over ws://)
+      local _, late = c:WriteMessage(websocket.TextMessage, "too late")
+      return err, late
     end)
     assert.is_true(websocket.IsCloseError(cerr, 4000), tostring(cerr))
+    assert.are.equal(websocket.ErrCloseSent, late_err, "a write after the close handshake")
     assert(support.wait_for(function() return #st == 1 end, 5))
     assert.are.equal(4000, st[1].code)
     assert.are.equal("client bye", st[1].text)

@@ -14,6 +14,10 @@
 -- certs.wrong_key                 a key that belongs to none of the certificates
 -- certs.encrypted_key             the server's key, encrypted (PKCS#8, passphrase "secret")
 -- certs.bundle                    server certificate + key in one PEM file
+-- certs.chained, .chained_key     CN=chained.localhost, for DNS:localhost and IP:127.0.0.1,
+--                                  by an intermediate CA (CN=luaws test intermediate) that
+--                                  the CA signed; the file holds the leaf, then the
+--                                  intermediate
 --
 -- Keys are P-256 (fast to make); the whole set takes well under a second.
 local M = {}
@@ -64,6 +68,10 @@ basicConstraints = CA:FALSE
 keyUsage = digitalSignature
 extendedKeyUsage = clientAuth
 
+[inter]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+
 [ca]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
@@ -101,6 +109,11 @@ commonName = supplied
       q("/CN=" .. cn), name, ext, name), "the " .. name .. " certificate")
   end
   leaf("server", "localhost", "server")
+  leaf("inter", "luaws test intermediate", "inter")
+  run(("cd %s && openssl req -new %s -keyout chained.key -out chained.csr -subj '/CN=chained.localhost' && " ..
+    "openssl x509 -req -in chained.csr -CA inter.pem -CAkey inter.key -CAcreateserial -days 30 " ..
+    "-extfile ext.cnf -extensions server -out chained-leaf.pem && cat chained-leaf.pem inter.pem >chained.pem")
+    :format(q(dir), ec), "the chained certificate")
   leaf("client", "luaws test client", "client")
   leaf("other", "example.com", "other")
   run(("cd %s && openssl req -x509 %s -keyout self.key -out self.pem -days 30 -subj '/CN=localhost' " ..
@@ -117,7 +130,7 @@ commonName = supplied
     :format(q(dir)), "the hashed CA directory")
 
   c.ca, c.ca_key, c.ca_dir = path("ca.pem"), path("ca.key"), path("cadir")
-  for _, name in ipairs({ "server", "client", "self", "expired", "other" }) do
+  for _, name in ipairs({ "server", "client", "self", "expired", "other", "chained" }) do
     c[name], c[name .. "_key"] = path(name .. ".pem"), path(name .. ".key")
   end
   c.wrong_key, c.bundle = path("wrong.key"), path("bundle.pem")

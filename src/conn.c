@@ -207,6 +207,7 @@ static void close_timeout(luaws_conn *c)
  * the peer's). */
 static void sent_close(luaws_conn *c)
 {
+	c->close_went = 1;
 	if (c->state == LUAWS_CLOSE_RECEIVED) {
 		to_closing(c);
 	} else if (c->state == LUAWS_OPEN) {
@@ -480,7 +481,9 @@ static int write_refused(lua_State *L, luaws_conn *c)
 {
 	if (c->write_timed_out)
 		return luaws_fail(L, "timeout");
-	if (close_sent(c))
+	/* as gorilla, even once the socket has closed (over TLS the peer's close frame
+	 * and its close_notify often come in one read, and close it at once) */
+	if (close_sent(c) || c->close_went)
 		return luaws_fail(L, "close_sent");
 	if ((c->state != LUAWS_OPEN && c->state != LUAWS_CLOSE_RECEIVED) || !c->wsi)
 		return luaws_fail(L, "closed");

@@ -361,9 +361,15 @@ static int let_go(luaws_loop *loop, struct lws *wsi, unsigned char *p, size_t n,
 	return rc;
 }
 
+/* A let-go socket is writeable. lws drains what it holds before it says so, except
+ * when let_go ran inside the read callback of the same wake-up (a handler answering
+ * at once): lws then clears the socket's interest in writing and calls here with all
+ * of it still held, so ask again (else nothing more goes out until the timeout). */
 void luaws_detached_writeable(struct lws *wsi)
 {
-	if (!lws_partial_buffered(wsi))
+	if (lws_partial_buffered(wsi))
+		lws_callback_on_writable(wsi);
+	else
 		shutdown(lws_get_socket_fd(wsi), SHUT_WR);
 }
 

@@ -43,7 +43,8 @@ struct luaws_tls {
 	size_t in_len;
 	luaws_buf out;           /* ciphertext for the socket, from LWS_PRE + sent on */
 	size_t sent;
-	unsigned server : 1, handshake_done : 1, failed : 1, gone : 1, got_bytes : 1;
+	unsigned server : 1, handshake_done : 1, failed : 1, gone : 1, got_bytes : 1,
+		 peer_done : 1; /* the peer's close_notify came */
 	char error[160];         /* why the handshake or the connection failed */
 	char name[64];           /* a client's server name, for errors */
 };
@@ -373,7 +374,7 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 {
 	unsigned char plain[16 * 1024];
 	int rc = 0;
-	if (t->gone)
+	if (t->gone || t->peer_done)
 		return 0;
 	if (t->server && !t->got_bytes && len && looks_like_http(in, len)) {
 		static const char answer[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
@@ -410,6 +411,17 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 		e = SSL_get_error(t->ssl, n);
 		if (e == SSL_ERROR_WANT_READ)
 			break;
+		if (e == SSL_ERROR_ZERO_RETURN && t->handshake_done) {
+			/* close_notify: the end of the peer's stream, as TCP's FIN over ws://.
+			 * What came before it in this read (a dial's response and the first
+			 * messages) is handled as usual, and the socket closes at lws's next
+			 * turn (when the FIN that follows is read, or at once if none comes),
+			 * not inside this read. */
+			t->peer_done = 1;
+			lws_set_timeout(t->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+			luaws_touched_lws(lws_context_user(lws_get_context(t->wsi)));
+			break;
+		}
 		set_error(t, e);
 		ERR_clear_error();
 		rc = -1;

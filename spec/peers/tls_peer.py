@@ -5,14 +5,16 @@ Clients (each prints one JSON line and exits 0):
 
   tls_peer.py get PORT PATH [options]
       An HTTPS GET of PATH from 127.0.0.1:PORT, read until the server ends the stream.
-      {"status": 200, "body": "...", "version": "TLSv1.3", "alpn": "http/1.1" | null,
-       "cipher": "...", "end": "close_notify" | "eof" | "reset", "error": null | "..."}
+      {"status": 200, "body": "...", "length": N, "sha256": "...", "version": "TLSv1.3",
+       "alpn": "http/1.1" | null, "cipher": "...", "end": "close_notify" | "eof" | "reset",
+       "error": null | "..."}  (with --quiet: no "body")
       "end": how the stream ended: "close_notify" (TLS's own end), "eof" (TCP ended
       without it) or "reset". "error" is set when the TLS handshake (or anything) failed:
       then it is the exception's text, e.g. containing "NO_APPLICATION_PROTOCOL".
   tls_peer.py ws PORT PATH [options]
-      A WebSocket over TLS: the upgrade, a masked text frame "hello tls" (its echo is
-      read), a close frame 1000 "bye", then everything until the stream ends.
+      A WebSocket over TLS: the upgrade, a masked text frame "hello tls" and a close
+      frame 1000 "bye", all in one write (one TLS record), then everything until the
+      stream ends.
       {"status": 101, "echo": "hello tls", "close": 1000, "close_text": "bye",
        "end": ..., "error": ...}
   tls_peer.py plain PORT
@@ -22,7 +24,7 @@ Clients (each prints one JSON line and exits 0):
   options: --cafile CA (verify the server against CA; without it nothing is verified),
   --servername NAME (SNI and the name verified; default localhost), --version 1.2|1.3
   (only that version), --alpn P1,P2 (offer these protocols), --cert CERT --key KEY
-  (a client certificate).
+  (a client certificate), --quiet 1 (get: leave the body out).
 
 Servers (print the port on the first line of stdout, flushed; run until killed):
 
@@ -32,6 +34,7 @@ Servers (print the port on the first line of stdout, flushed; run until killed):
   tls_peer.py alert       accepts, reads the ClientHello, answers with a fatal TLS alert
                           (handshake_failure) and closes at once
 """
+import hashlib
 import json
 import socket
 import ssl
@@ -48,7 +51,7 @@ def emit(obj):
 
 def options(args):
     opts = {"cafile": None, "servername": "localhost", "version": None, "alpn": None,
-            "cert": None, "key": None}
+            "cert": None, "key": None, "quiet": None}
     i = 0
     while i < len(args):
         name = args[i][2:]
@@ -123,7 +126,10 @@ def get(port, path, opts):
     line = head.split(b"\r\n")[0].decode("latin-1")
     out["status_line"] = line
     out["status"] = int(line.split(" ")[1]) if line.startswith("HTTP/1.") else None
-    out["body"] = body.decode("latin-1")
+    if not opts["quiet"]:
+        out["body"] = body.decode("latin-1")
+    out["length"] = len(body)
+    out["sha256"] = hashlib.sha256(body).hexdigest()
     out["error"] = None
     return out
 
@@ -144,7 +150,8 @@ def ws(port, path, opts):
     try:
         s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n" % path).encode())
+                   "Sec-WebSocket-Version: 13\r\n\r\n" % path).encode() +
+                  frame(1, b"hello tls") + frame(8, struct.pack(">H", 1000) + b"bye"))
         buf = b""
         s.settimeout(10)
         while b"\r\n\r\n" not in buf:
@@ -155,8 +162,6 @@ def ws(port, path, opts):
         head, _, buf = buf.partition(b"\r\n\r\n")
         line = head.split(b"\r\n")[0].decode("latin-1")
         out["status"] = int(line.split(" ")[1]) if line.startswith("HTTP/1.") else None
-        s.sendall(frame(1, b"hello tls"))
-        s.sendall(frame(8, struct.pack(">H", 1000) + b"bye"))
         buf, out["end"] = read_to_end(s, buf)
     except (OSError, ssl.SSLError) as e:
         out["error"] = str(e)
