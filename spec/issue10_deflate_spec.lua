@@ -379,3 +379,263 @@ describe("issue 10: permessage-deflate, exact bytes", function()
     end)
   end
 end)
+
+---------------------------------------------------------------------------------------
+-- negotiation
+
+-- The luaws server's answer to offers (a list of Sec-WebSocket-Extensions header lines),
+-- with Upgrader options opts; also what the connection agreed (c:_deflate()).
+local function server_answer(opts, offers)
+  local st = {}
+  local upgrader = websocket.Upgrader(opts)
+  local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+    local c, err = upgrader:Upgrade(w, r)
+    if not c then
+      st.upgrade_err, st.done = err, true
+      return
+    end
+    st.pmd = c:_deflate()
+    st.err = support.drain(c)
+    c:Close()
+    st.done = true
+  end))
+  local child
+  finally(function()
+    support.stop(child)
+    srv:Close()
+  end)
+  local headers = {}
+  for i, o in ipairs(offers) do headers[i] = EXT .. o end
+  local script = { headers = headers, linger = 2,
+    steps = { { send = hex(frame(CLOSE_1000, true)) }, { expect_close_within = 3 } } }
+  child = support.spawn(("%s %s %d /echo %s"):format(PYTHON, q(RAW_CLIENT), srv:Port(),
+    q(cjson.encode(script))))
+  assert.is_truthy(support.wait(child, 20), "the raw client did not finish")
+  local r = support.json_result(child, "raw client")
+  support.wait_for(function() return st.done end, 5)
+  assert.are.equal("ok", r.handshake)
+  return r.response_headers["sec-websocket-extensions"], st.pmd
+end
+
+-- The luaws client (Dialer options opts) against a raw server answering `answer`: the
+-- offer it sent, and c:_deflate() or the dial's error.
+local function client_dial(opts, answer)
+  local script = { answer_headers = answer and { EXT .. answer } or {}, steps = {}, linger = 3 }
+  local child, port = support.raw_server(cjson.encode(script))
+  finally(function() support.stop(child) end)
+  assert.is_truthy(port, "the raw server printed no port")
+  local st = {}
+  websocket.Go(function()
+    local c, resp, err = websocket.Dialer(opts):Dial(support.url(port, "/echo"))
+    st.resp = resp
+    if not c then
+      st.err, st.done = err, true
+      return
+    end
+    st.pmd = c:_deflate()
+    c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+    support.drain(c)
+    c:Close()
+    st.done = true
+  end)
+  support.wait_for(function() return st.done end, 10)
+  assert.is_truthy(support.wait(child, 10), "the raw server did not finish")
+  local r = support.json_result(child, "raw server")
+  assert.is_true(st.done, "the dial did not finish")
+  return r.request.headers["sec-websocket-extensions"], st.pmd, st.err, st.resp
+end
+
+-- What a connection agreed, as c:_deflate() gives it, in short: "tx rx" window bits and
+-- "T"/"-" for context takeover each way.
+local function agreed(pmd)
+  if not pmd then return nil end
+  return ("tx %d%s rx %d%s"):format(pmd.tx_bits, pmd.tx_no_context_takeover and "-" or "T",
+    pmd.rx_bits, pmd.rx_no_context_takeover and "-" or "T")
+end
+
+local G = GORILLA_ANSWER
+-- { offers, answer (nil: none), agreed (nil: no compression) } for Upgrader
+-- {EnableCompression = true} (gorilla's defaults: no context takeover either way)
+local SERVER_CASES = {
+  { {}, nil, nil },
+  { { "permessage-deflate" }, G, "tx 15- rx 15-" },
+  { { "permessage-deflate; client_max_window_bits" }, G, "tx 15- rx 15-" },
+  { { "permessage-deflate; server_max_window_bits=10" }, G .. "; server_max_window_bits=10", "tx 10- rx 15-" },
+  { { 'permessage-deflate; server_max_window_bits="10"' }, G .. "; server_max_window_bits=10", "tx 10- rx 15-" },
+  { { "permessage-deflate; server_max_window_bits=8" }, G .. "; server_max_window_bits=8", "tx 8- rx 15-" },
+  { { "permessage-deflate; client_max_window_bits=9" }, G .. "; client_max_window_bits=9", "tx 15- rx 9-" },
+  { { 'permessage-deflate; client_max_window_bits="15"; server_no_context_takeover' },
+    G .. "; client_max_window_bits=15", "tx 15- rx 15-" },
+  { { "permessage-deflate ;\tserver_max_window_bits = 12 ; client_no_context_takeover" },
+    G .. "; server_max_window_bits=12", "tx 12- rx 15-" },
+  -- several offers: the first acceptable one
+  { { "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=11, permessage-deflate" },
+    G .. "; server_max_window_bits=11", "tx 11- rx 15-" },
+  { { "permessage-deflate; server_max_window_bits=16, permessage-deflate; client_max_window_bits=12" },
+    G .. "; client_max_window_bits=12", "tx 15- rx 12-" },
+  { { "foo; bar=\"a,b\"; baz", "permessage-deflate; server_max_window_bits=9" },
+    G .. "; server_max_window_bits=9", "tx 9- rx 15-" },
+  { { ", ,permessage-deflate," }, G, "tx 15- rx 15-" },
+  -- every offer invalid: no compression
+  { { "permessage-deflate; server_max_window_bits=7" }, nil, nil },
+  { { "permessage-deflate; server_max_window_bits=16" }, nil, nil },
+  { { "permessage-deflate; server_max_window_bits=010" }, nil, nil },
+  { { "permessage-deflate; server_max_window_bits=+9" }, nil, nil },
+  { { "permessage-deflate; server_max_window_bits" }, nil, nil },
+  { { "permessage-deflate; client_max_window_bits=" }, nil, nil },
+  { { 'permessage-deflate; client_max_window_bits=""' }, nil, nil },
+  { { 'permessage-deflate; client_max_window_bits="1 0"' }, nil, nil },
+  { { 'permessage-deflate; client_max_window_bits="10' }, nil, nil },
+  { { "permessage-deflate; server_no_context_takeover=1" }, nil, nil },
+  { { 'permessage-deflate; client_no_context_takeover=""' }, nil, nil },
+  { { "permessage-deflate; server_no_context_takeover; server_no_context_takeover" }, nil, nil },
+  { { "permessage-deflate; client_max_window_bits; client_max_window_bits=10" }, nil, nil },
+  { { "permessage-deflate; server_max_window_bits=10; server_max_window_bits=10" }, nil, nil },
+  { { "permessage-deflate; mux" }, nil, nil },
+  { { "permessage-deflate;; server_no_context_takeover" }, nil, nil },
+  { { "permessage-deflate server_no_context_takeover" }, nil, nil },
+  { { "Permessage-Deflate" }, nil, nil },
+  { { "x-webkit-deflate-frame" }, nil, nil },
+}
+
+-- The same with context takeover allowed and window limits of the server's own.
+local CUSTOM = { ServerNoContextTakeover = false, ClientNoContextTakeover = false,
+  ServerMaxWindowBits = 11, ClientMaxWindowBits = 10 }
+local CUSTOM_CASES = {
+  -- the client did not offer client_max_window_bits: its window cannot be limited
+  { { "permessage-deflate" }, "permessage-deflate; server_max_window_bits=11", "tx 11T rx 15T" },
+  { { "permessage-deflate; client_max_window_bits" },
+    "permessage-deflate; server_max_window_bits=11; client_max_window_bits=10", "tx 11T rx 10T" },
+  { { "permessage-deflate; server_max_window_bits=9; client_max_window_bits=12" },
+    "permessage-deflate; server_max_window_bits=9; client_max_window_bits=10", "tx 9T rx 10T" },
+  { { "permessage-deflate; client_max_window_bits=8" },
+    "permessage-deflate; server_max_window_bits=11; client_max_window_bits=8", "tx 11T rx 8T" },
+  { { "permessage-deflate; server_no_context_takeover" },
+    "permessage-deflate; server_no_context_takeover; server_max_window_bits=11", "tx 11- rx 15T" },
+  { { "permessage-deflate; client_no_context_takeover" },
+    "permessage-deflate; client_no_context_takeover; server_max_window_bits=11", "tx 11T rx 15-" },
+}
+
+describe("issue 10: permessage-deflate negotiation, luaws server", function()
+  for _, case in ipairs(SERVER_CASES) do
+    it(("answers %s with %s"):format(table.concat(case[1], " + "), tostring(case[2])), function()
+      local answer, pmd = server_answer({ EnableCompression = true }, case[1])
+      assert.are.equal(case[2], answer, "the Sec-WebSocket-Extensions answer")
+      assert.are.equal(case[3], agreed(pmd), "what the connection agreed")
+    end)
+  end
+  for _, case in ipairs(CUSTOM_CASES) do
+    it(("with CompressionOptions{takeover, 11 and 10 bits} answers %s with %s"):format(
+      case[1][1], case[2]), function()
+      local answer, pmd = server_answer({ EnableCompression = true, CompressionOptions = CUSTOM },
+        case[1])
+      assert.are.equal(case[2], answer, "the Sec-WebSocket-Extensions answer")
+      assert.are.equal(case[3], agreed(pmd), "what the connection agreed")
+    end)
+  end
+  it("answers nothing when EnableCompression is false (the default)", function()
+    local answer, pmd = server_answer({}, { "permessage-deflate" })
+    assert.is_nil(answer)
+    assert.is_nil(pmd)
+  end)
+  it("refuses a responseHeader with its own Sec-WebSocket-Extensions, as gorilla (500)", function()
+    local st = {}
+    local upgrader = websocket.Upgrader { EnableCompression = true }
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      st.c, st.err = upgrader:Upgrade(w, r, { ["Sec-WebSocket-Extensions"] = "permessage-deflate" })
+      st.done = true
+    end))
+    finally(function() srv:Close() end)
+    local status = support.run_child(("%s %s %d /echo %s"):format(PYTHON, q(RAW_CLIENT), srv:Port(),
+      q(cjson.encode({ headers = { EXT .. "permessage-deflate" }, steps = {}, linger = 1 }))), 10)
+    assert.are.equal(1, status)
+    assert.is_nil(st.c)
+    assert.are.equal(500, st.err.status)
+  end)
+end)
+
+-- The luaws client with Dialer options (EnableCompression = true and CompressionOptions
+-- opts): { opts, answer, agreed (nil: the dial fails with ErrBadHandshake) }
+local OFFER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; " ..
+  "client_max_window_bits"
+local CLIENT_CASES = {
+  { nil, G, "tx 15- rx 15-" },
+  { nil, "permessage-deflate; server_no_context_takeover", "tx 15- rx 15-" },
+  { nil, G .. "; client_max_window_bits=10", "tx 10- rx 15-" },
+  { nil, G .. '; client_max_window_bits="9"', "tx 9- rx 15-" },
+  { nil, G .. "; client_max_window_bits=8", "tx 8- rx 15-" },
+  { nil, G .. "; server_max_window_bits=12", "tx 15- rx 12-" },
+  { nil, " permessage-deflate ;server_no_context_takeover , ", "tx 15- rx 15-" },
+  -- refused: not what was asked, not valid, or not offered
+  { nil, "permessage-deflate", nil },             -- server_no_context_takeover was asked
+  { nil, "permessage-deflate; client_no_context_takeover", nil },
+  { nil, G .. "; client_max_window_bits", nil },  -- needs a value in an answer
+  { nil, G .. "; client_max_window_bits=16", nil },
+  { nil, G .. "; server_max_window_bits=7", nil },
+  { nil, G .. "; server_max_window_bits", nil },
+  { nil, G .. "; server_no_context_takeover", nil },
+  { nil, G .. "; x-foo", nil },
+  { nil, G .. ", " .. G, nil },
+  { nil, "x-webkit-deflate-frame", nil },
+  { nil, G .. ", x-webkit-deflate-frame", nil },
+  { nil, G .. ";", nil },
+  { nil, "", nil },
+  -- CompressionOptions: what the server must grant
+  { { ServerMaxWindowBits = 10 }, G .. "; server_max_window_bits=10", "tx 15- rx 10-" },
+  { { ServerMaxWindowBits = 10 }, G .. "; server_max_window_bits=9", "tx 15- rx 9-" },
+  { { ServerMaxWindowBits = 10 }, G .. "; server_max_window_bits=11", nil },
+  { { ServerMaxWindowBits = 10 }, G, nil },
+  { { ClientMaxWindowBits = 10 }, G, "tx 10- rx 15-" },
+  { { ClientMaxWindowBits = 10 }, G .. "; client_max_window_bits=9", "tx 9- rx 15-" },
+  { { ClientMaxWindowBits = 10 }, G .. "; client_max_window_bits=11", nil },
+  { TAKEOVER, "permessage-deflate", "tx 15T rx 15T" },
+  { TAKEOVER, G, "tx 15- rx 15-" },
+  { TAKEOVER, "permessage-deflate; client_no_context_takeover", "tx 15- rx 15T" },
+}
+
+local function offer_of(opts)
+  local o = "permessage-deflate"
+  opts = opts or {}
+  if opts.ServerNoContextTakeover ~= false then o = o .. "; server_no_context_takeover" end
+  if opts.ClientNoContextTakeover ~= false then o = o .. "; client_no_context_takeover" end
+  if opts.ServerMaxWindowBits then o = o .. "; server_max_window_bits=" .. opts.ServerMaxWindowBits end
+  o = o .. "; client_max_window_bits"
+  if opts.ClientMaxWindowBits then o = o .. "=" .. opts.ClientMaxWindowBits end
+  return o
+end
+assert(offer_of(nil) == OFFER)
+
+describe("issue 10: permessage-deflate negotiation, luaws client", function()
+  for _, case in ipairs(CLIENT_CASES) do
+    local opts = case[1]
+    local what = opts and cjson.encode(opts) or "defaults"
+    it(("(%s) %s the answer %q"):format(what, case[3] and "takes" or "refuses", case[2]), function()
+      local offer, pmd, err, resp = client_dial({ EnableCompression = true, CompressionOptions = opts },
+        case[2])
+      assert.are.equal(offer_of(opts), offer, "the offer")
+      if case[3] then
+        assert.is_nil(err)
+        assert.are.equal(case[3], agreed(pmd), "what the connection agreed")
+      else
+        assert.are.equal(websocket.ErrBadHandshake, err)
+        assert.are.equal(101, resp.StatusCode)
+        assert.is_nil(pmd)
+      end
+    end)
+  end
+  it("offers nothing without EnableCompression, and refuses an answer then", function()
+    local offer, pmd, err = client_dial({}, nil)
+    assert.is_nil(offer)
+    assert.is_nil(pmd)
+    assert.is_nil(err)
+    offer, pmd, err = client_dial({}, G)
+    assert.is_nil(offer)
+    assert.are.equal(websocket.ErrBadHandshake, err)
+  end)
+  it("goes on uncompressed when the server answers without the extension", function()
+    local offer, pmd, err = client_dial({ EnableCompression = true }, nil)
+    assert.are.equal(OFFER, offer)
+    assert.is_nil(err)
+    assert.is_nil(pmd)
+  end)
+end)

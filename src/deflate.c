@@ -751,7 +751,7 @@ int luaws_pmd_check_answer(const char *answer, const luaws_pmd_config *cfg, luaw
 	pmd_offer o, extra;
 	int rc;
 	do
-		rc = parse_element(&p, &o, 1);
+		rc = *p ? parse_element(&p, &o, 1) : -1;
 	while (rc == 2);
 	if (rc != 1)
 		return -1; /* not permessage-deflate, or not valid */
