@@ -639,3 +639,143 @@ describe("issue 10: permessage-deflate negotiation, luaws client", function()
     assert.is_nil(pmd)
   end)
 end)
+
+---------------------------------------------------------------------------------------
+-- the read limit counts inflated bytes
+
+-- A luaws server in a child process (so its memory is its own): one connection, read
+-- limit arg[1] (nil: the default), one ReadMessage; prints its port, then a JSON line
+-- with the read error's code and the memory before and at its peak (KiB).
+local BOMB_SERVER = [=[
+local websocket = require "luaws"
+local cjson = require "cjson"
+local function status(field)
+  local s = io.open("/proc/self/status"):read("a")
+  return tonumber(s:match(field .. ":%s*(%d+)"))
+end
+local limit = tonumber(arg[1])
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = assert(websocket.Upgrader { EnableCompression = true }:Upgrade(w, r))
+  if limit then c:SetReadLimit(limit) end
+  collectgarbage()
+  local before = status("VmRSS")
+  local mt, data, err = c:ReadMessage()
+  print(cjson.encode({ before = before, peak = status("VmHWM"), got = data and #data or -1,
+    limit = err == websocket.ErrReadLimit }))
+  io.stdout:flush()
+  c:Close()
+  os.exit(0)
+end))
+print(srv:Port())
+io.stdout:flush()
+websocket.Sleep(60)
+]=]
+
+-- The bomb: 1 GiB of zeros, compressed 1 MiB at a time (each piece flushed to a byte
+-- boundary, so the pieces join into one deflate stream): about 1 MiB, one compressed
+-- binary frame (DEFLATE cannot do better than about 1:1032). Prints the close code.
+local BOMB_CLIENT = [=[
+import base64, json, os, socket, struct, sys, zlib
+port = int(sys.argv[1])
+piece = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+piece = piece.compress(bytes(1 << 20)) + piece.flush(zlib.Z_SYNC_FLUSH)
+payload = piece * 1024
+s = socket.create_connection(("127.0.0.1", port))
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n" % key).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(4096)
+rest = head.split(b"\r\n\r\n", 1)[1]
+mask = os.urandom(4)
+n = len(payload)
+k = (mask * (n // 4 + 1))[:n]
+masked = (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+frame = bytes([0xc2, 0xff]) + struct.pack(">Q", n) + mask + masked
+code = None
+try:
+    s.sendall(frame)
+except OSError:
+    pass
+buf = rest
+s.settimeout(10)
+while True:
+    if len(buf) >= 2 and buf[0] & 0x0f == 8:
+        code = struct.unpack(">H", buf[2:4])[0] if (buf[1] & 0x7f) >= 2 and len(buf) >= 4 else None
+        break
+    try:
+        d = s.recv(65536)
+    except OSError:
+        break
+    if not d:
+        break
+    buf += d
+print(json.dumps({"compressed": n, "close": code}))
+]=]
+
+describe("issue 10: the read limit counts inflated bytes", function()
+  local function bomb(limit)
+    local server = support.spawn(support.lua(BOMB_SERVER) .. (limit and (" " .. limit) or ""))
+    local client
+    finally(function()
+      support.stop(client)
+      support.stop(server)
+    end)
+    local port = support.wait_for(function()
+      return tonumber(support.output(server):match("^(%d+)\n"))
+    end, 10)
+    assert.is_truthy(port, "the luaws server printed no port: " .. support.output(server))
+    client = support.spawn(support.python(BOMB_CLIENT) .. " " .. port)
+    assert.is_truthy(support.wait(client, 60), "the bomb client did not finish")
+    assert.is_truthy(support.wait(server, 30), "the luaws server did not finish")
+    local got = cjson.decode(support.output(server):match("\n(%b{})"))
+    local sent = support.json_result(client, "bomb client")
+    return got, sent
+  end
+
+  it("a 1 MiB frame inflating to 1 GiB is refused with 1009 at SetReadLimit(2 MiB), the process growing by a few MiB", function()
+    -- the frame is within the limit: only what it inflates to is over it
+    local got, sent = bomb(2 * 1024 * 1024)
+    assert.is_true(sent.compressed < 1100 * 1024 and sent.compressed > 1000 * 1024)
+    assert.are.equal(1009, sent.close, "the close code the peer got")
+    assert.is_true(got.limit, "the read error is ErrReadLimit")
+    local grew = got.peak - got.before
+    assert.is_true(grew < 6 * 1024, ("the server grew by %d KiB"):format(grew))
+  end)
+
+  it("the same bomb against the default limit (32 MiB): 1009, the process growing by less than 48 MiB", function()
+    local got, sent = bomb(nil)
+    assert.are.equal(1009, sent.close)
+    assert.is_true(got.limit, "the read error is ErrReadLimit")
+    local grew = got.peak - got.before
+    assert.is_true(grew < 48 * 1024, ("the server grew by %d KiB"):format(grew))
+  end)
+
+  it("a compressed message within the limit is read whole; one byte over is refused", function()
+    local st = {}
+    local upgrader = websocket.Upgrader { EnableCompression = true }
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      local c = assert(upgrader:Upgrade(w, r))
+      c:SetReadLimit(100000)
+      local mt, data = c:ReadMessage()
+      st.first = data and #data
+      mt, data, st.err = c:ReadMessage()
+      c:Close()
+      st.done = true
+    end))
+    finally(function() srv:Close() end)
+    local port = srv:Port()
+    support.run(function()
+      local c = assert(websocket.Dialer { EnableCompression = true }:Dial(support.url(port)))
+      assert(c:WriteMessage(websocket.BinaryMessage, ("z"):rep(100000)))
+      assert(c:WriteMessage(websocket.BinaryMessage, ("z"):rep(100001)))
+      support.drain(c)
+      c:Close()
+    end, 10)
+    support.wait_for(function() return st.done end, 5)
+    assert.are.equal(100000, st.first)
+    assert.are.equal(websocket.ErrReadLimit, st.err)
+  end)
+end)
