@@ -779,3 +779,260 @@ describe("issue 10: the read limit counts inflated bytes", function()
     assert.are.equal(websocket.ErrReadLimit, st.err)
   end)
 end)
+
+---------------------------------------------------------------------------------------
+-- luaws to luaws: every parameter, byte-exact
+
+local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
+local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
+local function noise(n, seed)
+  -- bytes that hardly compress (a linear congruential generator), 4 at a time
+  local x, t = seed or 1, {}
+  for i = 1, (n + 3) // 4 do
+    x = (x * 1103515245 + 12345) & 0x7fffffff
+    t[i] = string.pack("<I4", x)
+  end
+  return table.concat(t):sub(1, n)
+end
+
+-- An echo server with Upgrader options up; handler extras: st.pmd (c:_deflate()), and
+-- st.conns (the connections, for the pool specs).
+local function echo_server(up, setup)
+  local st = { conns = {} }
+  local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+    local c = assert(websocket.Upgrader(up):Upgrade(w, r))
+    st.conns[#st.conns + 1] = c
+    st.pmd = c:_deflate()
+    if setup then setup(c) end
+    while true do
+      local mt, data = c:ReadMessage()
+      if not mt then break end
+      st.last_pmd = c:_deflate()
+      if not c:WriteMessage(mt, data) then break end
+    end
+    c:Close()
+  end))
+  return srv, st
+end
+
+-- Send each of msgs ({mt, data}) and read it back, byte-exact.
+local function round_trips(c, msgs)
+  for i, m in ipairs(msgs) do
+    assert(c:WriteMessage(m[1], m[2]))
+    local mt, data, err = c:ReadMessage()
+    assert(mt, ("message %d: %s"):format(i, tostring(err)))
+    assert(mt == m[1] and #data == #m[2] and data == m[2],
+      ("message %d (%d bytes) came back different (%s bytes)"):format(i, #m[2], #data))
+  end
+end
+
+local SIZES = { 0, 1, 125, 126, 65535, 65536, 1000000 }
+local function messages(sizes)
+  local msgs = {}
+  for _, n in ipairs(sizes) do
+    msgs[#msgs + 1] = { TEXT, text(n) }
+    msgs[#msgs + 1] = { BINARY, noise(n, n) }
+  end
+  return msgs
+end
+
+describe("issue 10: luaws to luaws with permessage-deflate", function()
+  local function pair(server_opts, client_opts, fn, setup)
+    local srv, st = echo_server(server_opts, setup)
+    finally(function() srv:Close() end)
+    support.run(function()
+      local c, resp, err = websocket.Dialer(client_opts):Dial(support.url(srv:Port()))
+      assert(c, tostring(err))
+      fn(c, st, resp)
+      c:Close()
+    end, 60)
+    return st
+  end
+
+  it("text and binary of 0 B to 16 MiB, byte-exact, gorilla's defaults", function()
+    local st = pair({ EnableCompression = true }, { EnableCompression = true }, function(c)
+      assert.are.equal("tx 15- rx 15-", agreed(c:_deflate()))
+      round_trips(c, messages({ 0, 1, 125, 126, 127, 65535, 65536, 1048576, 16 * 1024 * 1024 }))
+    end)
+    assert.are.equal("tx 15- rx 15-", agreed(st.pmd))
+  end)
+
+  for _, bits in ipairs({ 8, 9, 10, 11, 12, 13, 14, 15 }) do
+    for _, takeover in ipairs({ false, true }) do
+      local name = ("%d-bit windows both ways, %s context takeover"):format(bits,
+        takeover and "with" or "without")
+      it(name .. ": 0 B to 1 MB byte-exact", function()
+        local opts = { ServerNoContextTakeover = not takeover, ClientNoContextTakeover = not takeover,
+          ServerMaxWindowBits = bits, ClientMaxWindowBits = bits, MemLevel = bits < 12 and 4 or 8 }
+        local t = takeover and "T" or "-"
+        pair({ EnableCompression = true, CompressionOptions = opts },
+          { EnableCompression = true, CompressionOptions = opts }, function(c)
+            assert.are.equal(("tx %d%s rx %d%s"):format(bits, t, bits, t), agreed(c:_deflate()))
+            local msgs = messages(SIZES)
+            -- repeats, so that context takeover has something to refer back to
+            for i = 1, 4 do msgs[#msgs + 1] = { TEXT, text(3000) .. i } end
+            round_trips(c, msgs)
+          end)
+      end)
+    end
+  end
+
+  for _, level in ipairs({ -2, -1, 0, 1, 5, 9 }) do
+    it(("compression level %d, both sides, with context takeover"):format(level), function()
+      local opts = { Level = level, ServerNoContextTakeover = false, ClientNoContextTakeover = false }
+      pair({ EnableCompression = true, CompressionOptions = opts },
+        { EnableCompression = true, CompressionOptions = opts }, function(c)
+          assert.are.equal(level, c:_deflate().level)
+          round_trips(c, messages({ 0, 100, 70000 }))
+          c:SetCompressionLevel(level == 9 and 1 or 9) -- changed between messages
+          round_trips(c, messages({ 0, 100, 70000 }))
+        end)
+    end)
+  end
+
+  it("SetCompressionLevel raises for a level gorilla refuses; EnableWriteCompression wants a boolean", function()
+    pair({ EnableCompression = true }, { EnableCompression = true }, function(c)
+      for _, bad in ipairs({ -3, 10, 1.5, "1" }) do
+        assert.matches("invalid compression level", support.raises(function() c:SetCompressionLevel(bad) end))
+      end
+      assert.matches("boolean expected", support.raises(function() c:EnableWriteCompression(1) end))
+      assert.is_true(c:SetCompressionLevel(-2))
+      assert.is_true(c:EnableWriteCompression(true))
+      round_trips(c, messages({ 1000 }))
+    end)
+  end)
+
+  it("NextWriter compresses the whole message: RSV1 on its first frame only, byte-exact", function()
+    pair({ EnableCompression = true }, { EnableCompression = true, WriteBufferSize = 512 }, function(c)
+      local parts, n = {}, 0
+      local w = assert(c:NextWriter(websocket.TextMessage))
+      for i = 1, 3000 do
+        parts[i] = ("line %d of a message written in pieces\n"):format(i)
+        assert(w:Write(parts[i]))
+        n = n + #parts[i]
+      end
+      assert(w:Close())
+      local mt, data = c:ReadMessage()
+      assert.are.equal(TEXT, mt)
+      assert.are.equal(table.concat(parts), data)
+      -- an empty writer, and one binary piece of noise
+      w = assert(c:NextWriter(websocket.BinaryMessage))
+      assert(w:Close())
+      mt, data = c:ReadMessage()
+      assert.are.same({ BINARY, "" }, { mt, data })
+      w = assert(c:NextWriter(websocket.BinaryMessage))
+      assert(w:Write(noise(200000, 7)))
+      assert(w:Close())
+      mt, data = c:ReadMessage()
+      assert.is_true(data == noise(200000, 7))
+    end)
+  end)
+
+  it("NextReader streams a compressed 8 MB message as it inflates", function()
+    local srv, st = nil, {}
+    local upgrader = websocket.Upgrader { EnableCompression = true }
+    srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      local c = assert(upgrader:Upgrade(w, r))
+      local mt, reader = c:NextReader()
+      st.mt, st.chunks, st.bytes, st.parts = mt, 0, 0, {}
+      while true do
+        local data, err = reader:Read(65536)
+        if not data then
+          st.end_err = err
+          break
+        end
+        st.chunks = st.chunks + 1
+        st.bytes = st.bytes + #data
+        st.parts[#st.parts + 1] = data
+      end
+      st.ok = table.concat(st.parts) == text(8000000)
+      st.parts = nil
+      c:WriteMessage(websocket.TextMessage, "done")
+      support.drain(c)
+      c:Close()
+    end))
+    finally(function() srv:Close() end)
+    support.run(function()
+      local c = assert(websocket.Dialer { EnableCompression = true }:Dial(support.url(srv:Port())))
+      assert(c:WriteMessage(websocket.TextMessage, text(8000000)))
+      local _, data = c:ReadMessage()
+      assert.are.equal("done", data)
+      c:Close()
+    end, 30)
+    assert.are.equal(TEXT, st.mt)
+    assert.are.equal(websocket.EOF, st.end_err)
+    assert.are.equal(8000000, st.bytes)
+    assert.is_true(st.chunks > 1)
+    assert.is_true(st.ok)
+  end)
+
+  it("WritePreparedMessage to connections with different parameters: each gets its own frame", function()
+    local pm = websocket.NewPreparedMessage(websocket.TextMessage, text(50000))
+    local pb = websocket.NewPreparedMessage(websocket.BinaryMessage, noise(50000, 3))
+    local function check(client_opts)
+      pair({ EnableCompression = true, CompressionOptions = { ServerNoContextTakeover = false } }, client_opts,
+        function(c)
+          for _ = 1, 3 do
+            assert(c:WritePreparedMessage(pm))
+            assert(c:WritePreparedMessage(pb))
+            local mt, data = c:ReadMessage()
+            assert.is_true(mt == TEXT and data == text(50000))
+            mt, data = c:ReadMessage()
+            assert.is_true(mt == BINARY and data == noise(50000, 3))
+          end
+        end)
+    end
+    check({ EnableCompression = true })
+    check({ EnableCompression = true, CompressionOptions = { ClientMaxWindowBits = 9, Level = 9 } })
+    check({ EnableCompression = true, CompressionOptions = { ClientNoContextTakeover = false } })
+    check({})
+  end)
+end)
+
+describe("issue 10: memory", function()
+  it("connections without context takeover hold no zlib stream between messages; the pool stays small", function()
+    local srv, st = echo_server({ EnableCompression = true })
+    finally(function() srv:Close() end)
+    local conns = {}
+    support.run(function()
+      for i = 1, 20 do
+        conns[i] = assert(websocket.Dialer { EnableCompression = true }:Dial(support.url(srv:Port())))
+      end
+      for round = 1, 3 do
+        for i = 1, 20 do assert(conns[i]:WriteMessage(websocket.TextMessage, text(20000 + round))) end
+        for i = 1, 20 do
+          local _, data = conns[i]:ReadMessage()
+          assert(#data == 20000 + round)
+        end
+      end
+    end, 30)
+    for i = 1, 20 do
+      local pmd = conns[i]:_deflate()
+      assert.is_false(pmd.tx_stream, "client " .. i .. " holds a deflate stream")
+      assert.is_false(pmd.rx_stream, "client " .. i .. " holds an inflate stream")
+      pmd = st.conns[i]:_deflate()
+      assert.is_false(pmd.tx_stream, "server conn " .. i .. " holds a deflate stream")
+      assert.is_false(pmd.rx_stream, "server conn " .. i .. " holds an inflate stream")
+    end
+    local deflaters, inflaters = core._deflate_pool()
+    assert.is_true(deflaters >= 1 and deflaters <= 4, "deflaters pooled: " .. deflaters)
+    assert.is_true(inflaters >= 1 and inflaters <= 8, "inflaters pooled: " .. inflaters)
+    for i = 1, 20 do conns[i]:Close() end
+  end)
+
+  it("with context takeover each connection keeps its streams from its first compressed message", function()
+    local srv, st = echo_server({ EnableCompression = true, CompressionOptions = TAKEOVER })
+    finally(function() srv:Close() end)
+    support.run(function()
+      local c = assert(websocket.Dialer { EnableCompression = true, CompressionOptions = TAKEOVER }
+        :Dial(support.url(srv:Port())))
+      local pmd = c:_deflate()
+      assert.is_false(pmd.tx_stream or pmd.rx_stream, "streams before any message")
+      round_trips(c, messages({ 1000 }))
+      pmd = c:_deflate()
+      assert.is_true(pmd.tx_stream and pmd.rx_stream)
+      assert.is_true(st.last_pmd.rx_stream, "the server's inflate stream")
+      c:Close()
+    end, 10)
+  end)
+end)
