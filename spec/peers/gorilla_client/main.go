@@ -1,6 +1,9 @@
 // gorilla/websocket client peer for spec/interop_spec.lua.
 //
-// usage: gorilla_client URL RESULT_FILE MODE
+// usage: gorilla_client URL RESULT_FILE MODE [compress]
+//
+// "compress" sets the Dialer's EnableCompression (spec/interop_deflate_spec.lua) and adds
+// a line "extensions <the server's Sec-WebSocket-Extensions>" to the result.
 //
 // Dials URL offering the subprotocols "b, a" and an X-Interop-Token header, then by MODE:
 //
@@ -93,15 +96,19 @@ func compare(gotType int, got []byte, wantType int, want []byte) string {
 	return "ok"
 }
 
-func run(url, mode string, lines *[]string) error {
+func run(url, mode string, compress bool, lines *[]string) error {
 	add := func(format string, a ...interface{}) { *lines = append(*lines, fmt.Sprintf(format, a...)) }
-	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"}}
-	c, _, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"},
+		EnableCompression: compress}
+	c, resp, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
 	if err != nil {
 		return fmt.Errorf("dial: %v", err)
 	}
 	defer c.Close()
 	add("subprotocol %s", c.Subprotocol())
+	if compress {
+		add("extensions %s", resp.Header.Get("Sec-WebSocket-Extensions"))
+	}
 	script := sizes
 	switch mode {
 	case "messages":
@@ -218,8 +225,9 @@ func run(url, mode string, lines *[]string) error {
 
 func main() {
 	url, result, mode := os.Args[1], os.Args[2], os.Args[3]
+	compress := len(os.Args) > 4 && os.Args[4] == "compress"
 	var lines []string
-	if err := run(url, mode, &lines); err != nil {
+	if err := run(url, mode, compress, &lines); err != nil {
 		lines = append(lines, "error "+err.Error())
 	}
 	lines = append(lines, "END")

@@ -1,6 +1,8 @@
 // gorilla/websocket echo server peer for spec/interop_spec.lua.
 //
-// usage: gorilla_server
+// usage: gorilla_server [-compress]
+//
+// -compress sets the Upgrader's EnableCompression (spec/interop_deflate_spec.lua).
 //
 // Listens on 127.0.0.1, port chosen by the system, and prints the port on the first line
 // of stdout. Each connection: the subprotocol is chosen by the server's preference from
@@ -209,6 +211,8 @@ func echo(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
+	// -compress: permessage-deflate (spec/interop_deflate_spec.lua)
+	upgrader.EnableCompression = len(os.Args) > 1 && os.Args[1] == "-compress"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
