@@ -1,5 +1,5 @@
 -- gorilla/websocket's examples/echo server, line for line in Lua.
--- Run from the repository root after `make`: lua5.4 examples/echo_server.lua [-addr host:port] [-quiet] [-workers n]
+-- Run from the repository root after `make`: lua5.4 examples/echo_server.lua [-addr host:port] [-quiet] [-workers n] [-compress]
 local root = (arg and arg[0] or ""):match("^(.-)[^/]*$") .. "../" -- find the in-tree build
 package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
 package.cpath = root .. "build/?.so;" .. package.cpath
@@ -10,6 +10,7 @@ local flag, log = websocket.flag, websocket.log
 local addr = flag.String("addr", "localhost:8080", "http service address")
 local quiet = flag.Bool("quiet", false, "do not log each message or connection end (for benchmarks)")
 local workers = flag.Int("workers", 1, "worker processes sharing the port")
+local compress = flag.Bool("compress", false, "negotiate permessage-deflate (Upgrader.EnableCompression)")
 
 local upgrader = websocket.Upgrader{} -- use default options
 
@@ -90,6 +91,7 @@ local function home(w, r)
 end
 
 flag.Parse()
+upgrader.EnableCompression = compress.value
 websocket.HandleFunc("/echo", echo)
 websocket.HandleFunc("/", home)
 local _, err = websocket.ListenAndServe(addr.value, nil, { Workers = workers.value })
