@@ -1,6 +1,6 @@
 -- gorilla/websocket's examples/echo server, line for line in Lua.
 -- Run from the repository root after `make`: lua5.4 examples/echo_server.lua [-addr host:port] [-quiet] [-workers n]
--- [-cert cert.pem -key key.pem] (serve https:// and wss:// instead)
+-- [-compress] [-cert cert.pem -key key.pem] (serve https:// and wss:// instead)
 local root = (arg and arg[0] or ""):match("^(.-)[^/]*$") .. "../" -- find the in-tree build
 package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
 package.cpath = root .. "build/?.so;" .. package.cpath
@@ -13,6 +13,7 @@ local quiet = flag.Bool("quiet", false, "do not log each message or connection e
 local workers = flag.Int("workers", 1, "worker processes sharing the port")
 local certFile = flag.String("cert", "", "TLS certificate file (PEM): serve https and wss")
 local keyFile = flag.String("key", "", "TLS private key file (PEM), with -cert")
+local compress = flag.Bool("compress", false, "negotiate permessage-deflate (Upgrader.EnableCompression)")
 
 local upgrader = websocket.Upgrader{} -- use default options
 
@@ -93,6 +94,7 @@ local function home(w, r)
 end
 
 flag.Parse()
+upgrader.EnableCompression = compress.value
 websocket.HandleFunc("/echo", echo)
 websocket.HandleFunc("/", home)
 local err

@@ -36,3 +36,11 @@ if [[ " ${missing[*]-} " == *" tinyproxy "* ]]; then
     $SUDO update-rc.d tinyproxy disable >/dev/null 2>&1 || true
   fi
 fi
+# Node's ws for spec/interop_deflate_spec.lua (permessage-deflate interop), pinned by
+# spec/peers/node/package-lock.json; nodejs/npm from Debian when missing.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+(cd "$(dirname "$0")/../spec/peers/node" && npm ci --no-audit --no-fund --loglevel=error)

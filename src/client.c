@@ -246,7 +246,8 @@ static int response_extensions(const luaws_dial *d, luaws_buf *out)
 	while (luaws_headers_next(&d->response_headers, &off, &n, &v)) {
 		if (strcmp(n, "sec-websocket-extensions"))
 			continue;
-		if ((found && luaws_buf_append(out, ", ", 2)) || luaws_buf_append(out, v, strlen(v)))
+		if ((found && luaws_buf_append(out, ", ", 2)) ||
+		    (*v && luaws_buf_append(out, v, strlen(v))))
 			return -1;
 		found = 1;
 	}

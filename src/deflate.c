@@ -751,7 +751,7 @@ int luaws_pmd_check_answer(const char *answer, const luaws_pmd_config *cfg, luaw
 	pmd_offer o, extra;
 	int rc;
 	do
-		rc = parse_element(&p, &o, 1);
+		rc = *p ? parse_element(&p, &o, 1) : -1;
 	while (rc == 2);
 	if (rc != 1)
 		return -1; /* not permessage-deflate, or not valid */
@@ -838,11 +838,9 @@ static int l_set_compression_level(lua_State *L)
 {
 	luaws_conn *c = luaws_conn_check(L);
 	lua_Integer level;
-	if (!lua_isinteger(L, 2))
-		return luaL_argerror(L, 1, "integer compression level expected");
-	level = lua_tointeger(L, 2);
+	level = lua_isinteger(L, 2) ? lua_tointeger(L, 2) : 100;
 	if (level < -2 || level > 9)
-		return luaL_argerror(L, 1, "invalid compression level (-2 to 9)");
+		return luaL_argerror(L, 2, "invalid compression level (an integer from -2 to 9)");
 	if (c->pmd)
 		c->pmd->level = (signed char)level;
 	lua_pushboolean(L, 1);
