@@ -24,6 +24,7 @@ external_dependencies = {
   LIBWEBSOCKETS = { header = "libwebsockets.h", library = "websockets" },
   LIBUV = { header = "uv.h", library = "uv" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+  ZLIB = { header = "zlib.h", library = "z" },
 }
 build = {
   type = "builtin",
@@ -31,14 +32,15 @@ build = {
     ["luaws.core"] = {
       sources = {
         "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
-        "src/deadline.c", "src/frame.c", "src/headers.c", "src/http.c", "src/inbox.c",
-        "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c", "src/process.c", "src/protocol.c",
+        "src/deadline.c", "src/deflate.c", "src/frame.c", "src/headers.c", "src/http.c",
+        "src/inbox.c", "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c",
+        "src/process.c", "src/protocol.c", "src/proxy.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/tls.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv", "ssl", "crypto", "m" },
-      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "websockets", "uv", "ssl", "crypto", "z", "m" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
       defines = {},
     },
     ["luaws"] = "lua/luaws/init.lua",
@@ -52,6 +54,7 @@ build = {
     ["luaws.workers"] = "lua/luaws/workers.lua",
     ["luaws.upgrader"] = "lua/luaws/upgrader.lua",
     ["luaws.client"] = "lua/luaws/client.lua",
+    ["luaws.proxy"] = "lua/luaws/proxy.lua",
     ["luaws.log"] = "lua/luaws/log.lua",
     ["luaws.flag"] = "lua/luaws/flag.lua",
     ["luaws.options"] = "lua/luaws/options.lua",

@@ -1,5 +1,6 @@
 -- gorilla/websocket's examples/echo client, line for line in Lua.
 -- Run from the repository root after `make`: lua5.4 examples/client.lua [-addr host:port]
+-- [-tls [-cafile ca.pem]] [-url ws://host:port/path]
 local root = (arg and arg[0] or ""):match("^(.-)[^/]*$") .. "../" -- find the in-tree build
 package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
 package.cpath = root .. "build/?.so;" .. package.cpath
@@ -8,6 +9,9 @@ local websocket = require "luaws"
 local flag, log = websocket.flag, websocket.log
 
 local addr = flag.String("addr", "localhost:8080", "http service address")
+local useTLS = flag.Bool("tls", false, "connect with wss://")
+local caFile = flag.String("cafile", "", "trust this CA (PEM) instead of the system's, with -tls")
+local url = flag.String("url", "", "the URL to dial (instead of -addr and -tls)")
 
 local function main()
   flag.Parse()
@@ -16,10 +20,15 @@ local function main()
   local interrupt = websocket.Chan(1)
   websocket.Notify(interrupt, websocket.Interrupt)
 
-  local u = "ws://" .. addr.value .. "/echo"
+  local u = (useTLS.value and "wss://" or "ws://") .. addr.value .. "/echo"
+  if url.value ~= "" then u = url.value end
   log.Printf("connecting to %s", u)
 
-  local c, _, err = websocket.DefaultDialer:Dial(u, nil)
+  local dialer = websocket.DefaultDialer
+  if caFile.value ~= "" then
+    dialer = websocket.Dialer{ HandshakeTimeout = 45, TLSClientConfig = { RootCAs = caFile.value } }
+  end
+  local c, _, err = dialer:Dial(u, nil)
   if err then
     log.Fatal("dial:", err)
   end

@@ -1,5 +1,6 @@
 -- gorilla/websocket's examples/echo server, line for line in Lua.
 -- Run from the repository root after `make`: lua5.4 examples/echo_server.lua [-addr host:port] [-quiet] [-workers n]
+-- [-compress] [-cert cert.pem -key key.pem] (serve https:// and wss:// instead)
 local root = (arg and arg[0] or ""):match("^(.-)[^/]*$") .. "../" -- find the in-tree build
 package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
 package.cpath = root .. "build/?.so;" .. package.cpath
@@ -10,6 +11,9 @@ local flag, log = websocket.flag, websocket.log
 local addr = flag.String("addr", "localhost:8080", "http service address")
 local quiet = flag.Bool("quiet", false, "do not log each message or connection end (for benchmarks)")
 local workers = flag.Int("workers", 1, "worker processes sharing the port")
+local certFile = flag.String("cert", "", "TLS certificate file (PEM): serve https and wss")
+local keyFile = flag.String("key", "", "TLS private key file (PEM), with -cert")
+local compress = flag.Bool("compress", false, "negotiate permessage-deflate (Upgrader.EnableCompression)")
 
 local upgrader = websocket.Upgrader{} -- use default options
 
@@ -85,12 +89,19 @@ text, "Close" to close. Messages appear below.</p>
 ]]
 
 local function home(w, r)
-  local url = "ws://" .. r.Host .. "/echo"
+  local url = (r.TLS and "wss://" or "ws://") .. r.Host .. "/echo"
   w:Write(homePage:format(url, url))
 end
 
 flag.Parse()
+upgrader.EnableCompression = compress.value
 websocket.HandleFunc("/echo", echo)
 websocket.HandleFunc("/", home)
-local _, err = websocket.ListenAndServe(addr.value, nil, { Workers = workers.value })
+local err
+if certFile.value ~= "" then
+  _, err = websocket.ListenAndServeTLS(addr.value, certFile.value, keyFile.value, nil,
+    { Workers = workers.value })
+else
+  _, err = websocket.ListenAndServe(addr.value, nil, { Workers = workers.value })
+end
 log.Fatal(err)

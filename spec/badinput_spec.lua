@@ -91,7 +91,7 @@ describe("wrong argument types raise clear errors naming the argument", function
 end)
 
 describe("bad URLs and unreachable servers", function()
-  for _, url in ipairs({ "http://x", "ws://", "ws://host:99999", "ws://:80/", "ws://user@host/", "" }) do
+  for _, url in ipairs({ "http://x", "ws://", "ws://host:99999", "ws://:80/", "ws://us er@host/", "ws://a%zz@host/", "" }) do
     it(("Dial(%q) returns nil, nil, err"):format(url), function()
       local c, resp, err = Dial(url)
       assert.is_nil(c)

@@ -20,10 +20,8 @@ describe("issue 9: options tables are checked", function()
   -- { description, function raising the error, patterns the message must contain }
   local cases = {
     -- gorilla fields that luaws does not implement yet
-    { "Dialer{Proxy=f}", function() websocket.Dialer { Proxy = f } end,
-      { "^[^\n]*Dialer: Proxy is not implemented yet" } },
     { "Dialer{NetDial=f}", function() websocket.Dialer { NetDial = f } end,
-      { "Dialer: NetDial is not implemented yet" } },
+      { "^[^\n]*Dialer: NetDial is not implemented yet" } },
     { "Dialer{NetDialContext=f}", function() websocket.Dialer { NetDialContext = f } end,
       { "Dialer: NetDialContext is not implemented yet" } },
     { "Dialer{NetDialTLSContext=f}", function() websocket.Dialer { NetDialTLSContext = f } end,
@@ -34,12 +32,30 @@ describe("issue 9: options tables are checked", function()
       { "Dialer: TLSClientConfig must be a table %(got boolean%)" } },
     { "Dialer{Jar={}}", function() websocket.Dialer { Jar = {} } end,
       { "Dialer: Jar is not implemented yet" } },
-    { "Dialer{EnableCompression=true}", function() websocket.Dialer { EnableCompression = true } end,
-      { "Dialer: EnableCompression is not implemented yet" } },
+    { "Dialer{EnableCompression=1}", function() websocket.Dialer { EnableCompression = 1 } end,
+      { "Dialer: EnableCompression must be a boolean %(got number%)" } },
+    { "Dialer{CompressionOptions={Level=10}}",
+      function() websocket.Dialer { CompressionOptions = { Level = 10 } } end,
+      { "Dialer: CompressionOptions.Level must be an integer from %-2 to 9 %(got integer%)" } },
     { "Dialer{WriteBufferPool={}}", function() websocket.Dialer { WriteBufferPool = {} } end,
       { "Dialer: WriteBufferPool is not implemented yet" } },
-    { "Upgrader{EnableCompression=true}", function() websocket.Upgrader { EnableCompression = true } end,
-      { "Upgrader: EnableCompression is not implemented yet" } },
+    { "Upgrader{EnableCompression='yes'}", function() websocket.Upgrader { EnableCompression = "yes" } end,
+      { "Upgrader: EnableCompression must be a boolean %(got string%)" } },
+    { "Upgrader{CompressionOptions={ServerMaxWindowBits=16}}",
+      function() websocket.Upgrader { CompressionOptions = { ServerMaxWindowBits = 16 } } end,
+      { "Upgrader: CompressionOptions.ServerMaxWindowBits must be an integer from 8 to 15" } },
+    { "Upgrader{CompressionOptions={MemLevel=0}}",
+      function() websocket.Upgrader { CompressionOptions = { MemLevel = 0 } } end,
+      { "Upgrader: CompressionOptions.MemLevel must be an integer from 1 to 9" } },
+    { "Upgrader{CompressionOptions={ClientNoContextTakeover=1}}",
+      function() websocket.Upgrader { CompressionOptions = { ClientNoContextTakeover = 1 } } end,
+      { "Upgrader: CompressionOptions.ClientNoContextTakeover must be a boolean" } },
+    { "Upgrader{CompressionOptions={Window=10}}",
+      function() websocket.Upgrader { CompressionOptions = { Window = 10 } } end,
+      { "Upgrader: unknown field 'Window' in CompressionOptions" } },
+    { "Upgrader{CompressionOptions=true}",
+      function() websocket.Upgrader { CompressionOptions = true } end,
+      { "Upgrader: CompressionOptions must be a table %(got boolean%)" } },
     { "Upgrader{WriteBufferPool={}}", function() websocket.Upgrader { WriteBufferPool = {} } end,
       { "Upgrader: WriteBufferPool is not implemented yet" } },
 
@@ -117,42 +133,54 @@ describe("issue 9: options tables are checked", function()
 
   it("fields assigned after construction are checked too, at the assignment", function()
     local d = websocket.Dialer { HandshakeTimeout = 5 }
-    assert.matches("^spec/issue9_options_spec%.lua:%d+: Dialer: Proxy is not implemented yet",
-      raises(function() d.Proxy = f end))
+    assert.matches("^spec/issue9_options_spec%.lua:%d+: Dialer: NetDial is not implemented yet",
+      raises(function() d.NetDial = f end))
     assert.matches("Dialer: HandshakeTimeout must be a number of seconds",
       raises(function() d.HandshakeTimeout = "x" end))
     assert.matches("Dialer: unknown field 'Foo'", raises(function() d.Foo = 1 end))
     assert.are.equal(5, d.HandshakeTimeout) -- a refused assignment changes nothing
-    assert.is_nil(d.Proxy)
+    assert.is_nil(d.NetDial)
 
     local u = websocket.Upgrader {}
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
-    assert.matches("Upgrader: EnableCompression is not implemented yet",
-      raises(function() u.EnableCompression = true end))
+    assert.matches("Upgrader: EnableCompression must be a boolean",
+      raises(function() u.EnableCompression = 1 end))
+    assert.matches("Upgrader: CompressionOptions.Level must be",
+      raises(function() u.CompressionOptions = { Level = 1.5 } end))
     u.WriteBufferSize = 100
     assert.matches("Upgrader: WriteBufferSize must be", raises(function() u.WriteBufferSize = "big" end))
     assert.are.equal(100, u.WriteBufferSize)
 
-    assert.matches("Dialer: Proxy is not implemented yet",
-      raises(function() websocket.DefaultDialer.Proxy = f end))
+    assert.matches("Dialer: NetDial is not implemented yet",
+      raises(function() websocket.DefaultDialer.NetDial = f end))
   end)
 
-  it("a Dialer with a Proxy never reaches Dial and connects directly", function()
+  it("a Dialer with a NetDial never reaches Dial and connects directly", function()
     local srv, port = support.echo_server()
     finally(function() srv:Close() end)
     local d = websocket.Dialer {}
-    local ok = pcall(function() d.Proxy = function() return "http://proxy.invalid:3128" end end)
+    local ok = pcall(function() d.NetDial = function() error("never called") end end)
     assert.is_false(ok)
     local c, _, err = d:Dial(support.url(port))
-    assert.is_nil(err) -- the Proxy was refused, so this Dialer is a plain one
+    assert.is_nil(err) -- the NetDial was refused, so this Dialer is a plain one
     c:Close()
+  end)
+
+  it("Proxy is a function option (issue 10): a function is taken, anything else raises", function()
+    local d = websocket.Dialer { Proxy = websocket.ProxyFromEnvironment }
+    assert.are.equal(websocket.ProxyFromEnvironment, d.Proxy)
+    assert.matches("Dialer: Proxy must be a function %(got string%)",
+      raises(function() d.Proxy = "http://127.0.0.1:3128" end))
+    assert.matches("Dialer: Proxy must be a function %(got boolean%)",
+      raises(function() websocket.Dialer { Proxy = false } end))
+    assert.are.equal(websocket.ProxyFromEnvironment, d.Proxy)
   end)
 
   it("valid fields are accepted, readable, writable and listed by pairs", function()
     local u = websocket.Upgrader {
       CheckOrigin = function() return true end, Subprotocols = { "a" }, Error = f,
       WriteBufferSize = 1024, ReadBufferSize = 1024, HandshakeTimeout = 10,
-      EnableCompression = false, -- gorilla's default: no compression, as luaws does
+      EnableCompression = false, -- gorilla's default: no compression
     }
     assert.are.equal(1024, u.WriteBufferSize)
     u.WriteBufferSize = 2048

@@ -5,10 +5,11 @@
 --   support.url(port [, path])       "ws://127.0.0.1:<port><path>"
 --   support.wait_for(cond, timeout)  poll cond() while the luaws loop runs
 --   support.run(fn [, timeout])      run fn inside websocket.Go, wait for it, re-raise its error
---   support.spawn(cmd)               start a shell command in the background -> child
+--   support.spawn(cmd [, opts])      start a shell command in the background -> child
+--                                    (opts.group: in a process group of its own)
 --   support.wait(child, timeout)     wait for a child to exit -> exit status | nil
 --   support.kill(child [, sig])      signal a child that is still running
---   support.stop(child)              kill (TERM, then KILL) and remove the child's files
+--   support.stop(child)              kill (TERM, then KILL; the group too) and remove the child's files
 --   support.output(child)            what the child wrote (stdout and stderr together)
 --   support.run_child(cmd, timeout)  spawn + wait + stop -> status, output
 --   support.python(src)              write a Python script to a temp file -> command prefix
@@ -25,6 +26,8 @@
 --   support.peer(name)               absolute path of spec/peers/<name>
 --   support.raw_server(script)       start spec/peers/raw_server.py -> child, port it printed | nil
 --   support.json_result(child, who)  the last JSON line the child printed, decoded
+--   support.self_signed_cert()       a throw-away certificate for 127.0.0.1 -> cert (.file, .key, .spki, .remove())
+--   support.group_alive(pgid)        pids still in process group pgid (spawn(cmd, {group = true}))
 --
 -- Every wait in here sleeps with websocket.Sleep, so the luaws loop (and any in-process
 -- server) keeps running while a test waits for a child process.
@@ -258,25 +261,31 @@ M.self_pid = tonumber(io.open("/proc/self/stat"):read("*l"):match("^(%d+)"))
 
 -- Start `cmd` in the background with stdout and stderr in a file. cmd is one simple
 -- command (program and arguments, shell-quoted as needed) so that its pid is the one we
--- signal; for a shell snippet pass "sh -c '...'". Returns child = { pid =, out =, ... };
--- always stop it with support.stop (in a finally).
-function M.spawn(cmd)
+-- signal; for a shell snippet pass "sh -c '...'". With opts.group, cmd runs under setsid
+-- as the leader of its own process group, and kill/stop (and the watcher below) signal
+-- the whole group: for programs that start children of their own (a browser). Returns
+-- child = { pid =, out =, ... }; always stop it with support.stop (in a finally).
+function M.spawn(cmd, opts)
+  local group = opts and opts.group or false
   local base = os.tmpname()
   os.remove(base)
   local child = { out = base .. ".out", pidfile = base .. ".pid", rcfile = base .. ".rc",
-    cmd = cmd }
+    cmd = cmd, group = group }
   -- sh runs cmd as its own background job ($! is cmd's pid: a simple command is exec'd in
-  -- the forked child), then records its exit status once it ends. A watcher kills the
-  -- child if this test process dies first (killed from outside, its finally blocks never
-  -- run), so no child outlives the run.
+  -- the forked child; setsid execs too, as that child leads no group), then records its
+  -- exit status once it ends. A watcher kills the child (its group) if this test process
+  -- dies first (killed from outside, its finally blocks never run), so no child outlives
+  -- the run.
   local q = shell_quote
+  local target = group and "-$c" or "$c" -- dash's kill takes no "--"
   local script = string.format(
-    "%s >%s 2>&1 </dev/null & c=$!; echo $c >%s && mv %s %s; " ..
-    "(while kill -0 %d 2>/dev/null && kill -0 $c 2>/dev/null; do sleep 1; done; " ..
-    "kill -9 $c 2>/dev/null) >/dev/null 2>&1 & " ..
+    "%s%s >%s 2>&1 </dev/null & c=$!; echo $c >%s && mv %s %s; " ..
+    "(while kill -0 %d 2>/dev/null && kill -0 %s 2>/dev/null; do sleep 1; done; " ..
+    "kill -9 %s 2>/dev/null) >/dev/null 2>&1 & " ..
     "wait $c; echo $? >%s && mv %s %s",
-    cmd, q(child.out), q(base .. ".pidtmp"), q(base .. ".pidtmp"), q(child.pidfile),
-    M.self_pid, q(base .. ".rctmp"), q(base .. ".rctmp"), q(child.rcfile))
+    group and "setsid " or "", cmd, q(child.out), q(base .. ".pidtmp"), q(base .. ".pidtmp"),
+    q(child.pidfile), M.self_pid, target, target, q(base .. ".rctmp"), q(base .. ".rctmp"),
+    q(child.rcfile))
   os.execute("sh -c " .. shell_quote(script) .. " >/dev/null 2>&1 &")
   local ok = M.wait_for(function()
     local s = M.read_file(child.pidfile)
@@ -285,6 +294,23 @@ function M.spawn(cmd)
   end, 10, 0.005)
   if not ok then error("support.spawn: no pid for: " .. cmd, 2) end
   return child
+end
+
+-- The pids of the processes in process group pgid (zombies not counted).
+function M.group_alive(pgid)
+  local pids = {}
+  local p = io.popen("ls /proc")
+  for name in p:lines() do
+    local pid = tonumber(name)
+    local stat = pid and M.read_file("/proc/" .. pid .. "/stat")
+    if stat then
+      -- after the command (in parentheses, may contain anything): state ppid pgrp
+      local state, group = stat:match(".*%) (%a) %-?%d+ (%d+)")
+      if tonumber(group) == pgid and state ~= "Z" and state ~= "X" then pids[#pids + 1] = pid end
+    end
+  end
+  p:close()
+  return pids[1] and pids or nil
 end
 
 -- The child's exit status once it has ended (a signal death reads as 128 + signal), else nil.
@@ -298,7 +324,12 @@ function M.wait(child, timeout)
 end
 
 function M.kill(child, sig)
-  if child.pid and not M.status(child) then
+  if child.group and child.pid then
+    -- the group outlives its leader while any member runs
+    if M.group_alive(child.pid) then
+      os.execute(string.format("kill -%s -%d >/dev/null 2>&1", sig or "TERM", child.pid))
+    end
+  elseif child.pid and not M.status(child) then
     os.execute(string.format("kill -%s %d >/dev/null 2>&1", sig or "TERM", child.pid))
   end
 end
@@ -310,7 +341,17 @@ end
 -- Make sure the child is gone (TERM, then KILL), then remove its files. Safe to call twice.
 function M.stop(child)
   if not child or child.stopped then return end
-  if not M.status(child) then
+  if child.group then
+    local gone = function() return not M.group_alive(child.pid) end
+    if not gone() then
+      M.kill(child, "TERM")
+      if not M.wait_for(gone, 3, 0.02) then
+        M.kill(child, "KILL")
+        M.wait_for(gone, 3, 0.02)
+      end
+    end
+    M.wait(child, 3)
+  elseif not M.status(child) then
     M.kill(child, "TERM")
     if not M.wait(child, 3) then
       M.kill(child, "KILL")
@@ -377,6 +418,28 @@ end
 
 function M.wait_port(port, timeout)
   return M.wait_for(function() return M.port_open(port) end, timeout or 10, 0.05)
+end
+
+-- TLS -------------------------------------------------------------------------------
+
+-- A self-signed certificate (EC P-256, 1 day) for IP:127.0.0.1 and DNS:localhost, made
+-- with the openssl command line tool in a fresh temp dir: cert.file, cert.key (PEM),
+-- cert.spki (base64 of the SHA-256 of its SubjectPublicKeyInfo, as Chromium's
+-- --ignore-certificate-errors-spki-list wants it), cert.dir; cert.remove() deletes them.
+function M.self_signed_cert()
+  local dir = M.sh_output("mktemp -d /tmp/luaws-cert.XXXXXX")
+  assert(dir:match("^/tmp/luaws%-cert%."), "mktemp -d failed")
+  local q = shell_quote
+  local cert = { dir = dir, file = dir .. "/cert.pem", key = dir .. "/key.pem" }
+  local ok = os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 " ..
+    "-nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost " ..
+    "-keyout %s -out %s >%s 2>&1"):format(q(cert.key), q(cert.file), q(dir .. "/log")))
+  assert(ok, "openssl req failed: " .. (M.read_file(dir .. "/log") or ""))
+  cert.spki = M.sh_output(("openssl x509 -in %s -pubkey -noout | openssl pkey -pubin -outform der" ..
+    " | openssl dgst -sha256 -binary | base64"):format(q(cert.file)))
+  assert(cert.spki:match("^[A-Za-z0-9+/]+=*$") and #cert.spki == 44, "no SPKI hash: " .. cert.spki)
+  function cert.remove() os.execute("rm -rf " .. q(dir)) end
+  return cert
 end
 
 -- The raw peers in spec/peers, run with the system python3.

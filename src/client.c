@@ -1,11 +1,14 @@
 /*
  * Dialing: a luaws.Conn in the "connecting" state plus the dial record below. The host
  * name is resolved with uv_getaddrinfo (lws 4.1's own lookup blocks the loop), each
- * address is tried in turn until one accepts (lws connects a raw socket), then luaws
+ * address is tried in turn until one accepts (lws connects a raw socket). Through a
+ * proxy, that host is the proxy's, and proxy.c has it open a tunnel to the server
+ * (HTTP CONNECT or SOCKS5) first. Once the byte stream to the server is up (tunnel_up), luaws
  * sends the upgrade request and checks the response itself (http.c); the response
- * (status and headers) is kept for the Lua side, on failure too. A timer bounds the
- * whole dial. For wss:// TLS starts on the socket first (tls.c); the upgrade request
- * waits in the sender until the TLS handshake is done.
+ * (status and headers, or the proxy's refusal) is kept for the Lua side, on failure
+ * too. A timer bounds the whole dial. For wss:// TLS starts on the stream first
+ * (tls.c), inside the tunnel when there is one; the upgrade request waits in the
+ * sender until the TLS handshake is done.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +22,10 @@ struct luaws_dial {
 	uv_timer_t *timer;
 	struct addrinfo *addrs, *next_addr;
 	int gai_active, connecting_now, port, status, timed_out, tcp_up;
+	int deflate;                /* permessage-deflate offered, as pmd_cfg says */
+	luaws_pmd_config pmd_cfg;
 	char *host, *path, *host_header, *origin, *subprotocols;
+	luaws_proxy *proxy;         /* the proxy the dial goes through, or NULL */
 	SSL_CTX *tls;               /* wss://: the client TLS config, or NULL */
 	char *server_name;          /* wss://: SNI and the name verified */
 	char key[32];               /* Sec-WebSocket-Key */
@@ -42,6 +48,7 @@ static void dial_free(luaws_dial *d)
 	free(d->origin);
 	free(d->subprotocols);
 	free(d->server_name);
+	luaws_proxy_free(d->proxy);
 	luaws_tls_config_unref(d->tls);
 	luaws_buf_free(&d->request_headers);
 	luaws_buf_free(&d->head);
@@ -185,6 +192,7 @@ static int send_request(luaws_dial *d, luaws_conn *c)
 	    (d->origin && luaws_buf_printf(&out, "Origin: %s\r\n", d->origin)) ||
 	    (d->subprotocols &&
 	     luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", d->subprotocols)) ||
+	    (d->deflate && luaws_pmd_offer(&d->pmd_cfg, &out)) ||
 	    luaws_headers_append(&out, &d->request_headers) || luaws_buf_append(&out, "\r\n", 2))
 		goto done;
 	if (!luaws_send_bytes(c, out.data, out.len, 0))
@@ -194,8 +202,9 @@ done:
 	return rc;
 }
 
-/* The byte stream to the server is up (TCP connected): start TLS for wss://, and send
- * the upgrade request (over TLS it waits for the TLS handshake). */
+/* The byte stream to the server is up (TCP connected, or the proxy's tunnel open): start
+ * TLS for wss://, and send the upgrade request (over TLS it waits for the TLS
+ * handshake). */
 static int tunnel_up(luaws_dial *d, luaws_conn *c, struct lws *wsi)
 {
 	if (d->tls && luaws_tls_start(wsi, d->tls, 0, d->server_name)) {
@@ -227,6 +236,38 @@ static int offered(const luaws_dial *d, const char *name)
 	return 0;
 }
 
+/* Every Sec-WebSocket-Extensions header of the response, as one list in out (a
+ * string), or 0 when there is none. -1 when out of memory. */
+static int response_extensions(const luaws_dial *d, luaws_buf *out)
+{
+	const char *n, *v;
+	size_t off = 0;
+	int found = 0;
+	while (luaws_headers_next(&d->response_headers, &off, &n, &v)) {
+		if (strcmp(n, "sec-websocket-extensions"))
+			continue;
+		if ((found && luaws_buf_append(out, ", ", 2)) ||
+		    (*v && luaws_buf_append(out, v, strlen(v))))
+			return -1;
+		found = 1;
+	}
+	return found && luaws_buf_append(out, "", 1) ? -1 : found;
+}
+
+/* The server's answer to our permessage-deflate offer, if any: 0 when it is one we
+ * can take (c then compresses as agreed), -1 when it is not (or we offered nothing). */
+static int check_extensions(luaws_dial *d, luaws_conn *c)
+{
+	luaws_buf ext = {0};
+	luaws_pmd_params pmd;
+	int rc = response_extensions(d, &ext);
+	if (rc > 0)
+		rc = !d->deflate || luaws_pmd_check_answer((const char *)ext.data, &d->pmd_cfg, &pmd) ||
+			     luaws_pmd_attach(c, &pmd) ? -1 : 0;
+	luaws_buf_free(&ext);
+	return rc;
+}
+
 /* The response head is complete: 0 when it accepts the upgrade. */
 static int check_response(luaws_dial *d, luaws_conn *c)
 {
@@ -241,8 +282,8 @@ static int check_response(luaws_dial *d, luaws_conn *c)
 	got = luaws_http_header(&d->response_headers, "sec-websocket-accept");
 	if (!got || strcmp(got, accept))
 		return -1;
-	if (luaws_http_header(&d->response_headers, "sec-websocket-extensions"))
-		return -1; /* none offered */
+	if (check_extensions(d, c))
+		return -1;
 	sub = luaws_http_header(&d->response_headers, "sec-websocket-protocol");
 	if (sub && *sub) {
 		if (!offered(d, sub) || strlen(sub) >= sizeof(c->subprotocol))
@@ -252,21 +293,52 @@ static int check_response(luaws_dial *d, luaws_conn *c)
 	return 0;
 }
 
+/* The answer ends the dial: let go of the socket (lws closes it). */
+static int answer_failed(luaws_dial *d, luaws_conn *c, struct lws *wsi, enum luaws_err kind,
+			 const char *why)
+{
+	lws_set_opaque_user_data(wsi, NULL);
+	luaws_conn_detach(c);
+	dial_failed(d, kind, why);
+	return -1;
+}
+
 static int response_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsigned char *in,
 		       size_t len)
 {
 	long n = luaws_http_feed(&d->head, in, len, LUAWS_HEAD_MAX);
 	if (n == 0)
 		return 0;
-	if (n < 0 || check_response(d, c)) {
-		lws_set_opaque_user_data(wsi, NULL);
-		luaws_conn_detach(c);
-		dial_failed(d, LUAWS_ERR_HANDSHAKE, "bad handshake");
-		return -1;
-	}
+	if (n < 0 || check_response(d, c))
+		return answer_failed(d, c, wsi, LUAWS_ERR_HANDSHAKE, "bad handshake");
 	if (d->timer)
 		uv_timer_stop(d->timer);
 	luaws_conn_start(c, in + n, len - (size_t)n);
+	return 0;
+}
+
+/* Bytes from the proxy while it opens the tunnel: once it is up, bytes after the
+ * proxy's take the socket's way in as if just read (through TLS once tunnel_up started
+ * it). */
+static int proxy_rx(luaws_dial *d, luaws_conn *c, struct lws *wsi, const unsigned char *in,
+		    size_t len)
+{
+	char why[sizeof(c->error)];
+	size_t used = 0;
+	switch (luaws_proxy_rx(d->proxy, c, in, len, &used, &d->head, &d->status,
+			       &d->response_headers, why, sizeof(why))) {
+	case LUAWS_PROXY_MORE:
+		return 0;
+	case LUAWS_PROXY_FAILED:
+		return answer_failed(d, c, wsi, LUAWS_ERR_PROXY, why);
+	case LUAWS_PROXY_UP:
+		break;
+	}
+	if (tunnel_up(d, c, wsi))
+		return -1;
+	if (used < len)
+		return luaws_protocol_callback(wsi, LWS_CALLBACK_RAW_RX, lws_wsi_user(wsi),
+					       (void *)(in + used), len - used);
 	return 0;
 }
 
@@ -280,9 +352,11 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CONNECTED:
 		d->tcp_up = 1;
-		return tunnel_up(d, c, wsi);
+		return d->proxy ? luaws_proxy_start(d->proxy, c) : tunnel_up(d, c, wsi);
 
 	case LWS_CALLBACK_RAW_RX:
+		if (d->proxy && luaws_proxy_waiting(d->proxy))
+			return proxy_rx(d, c, wsi, in, len);
 		return response_rx(d, c, wsi, in, len);
 
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -304,6 +378,7 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c->state == LUAWS_CONNECTING && !d->connecting_now) {
+			char why[sizeof(c->error)];
 			lws_set_opaque_user_data(wsi, NULL);
 			if (c->wsi == wsi)
 				luaws_conn_detach(c);
@@ -314,6 +389,8 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 			luaws_tls_read_last(wsi); /* a TLS alert says why */
 			if (luaws_tls_error(wsi))
 				dial_failed(d, LUAWS_ERR_TLS, luaws_tls_error(wsi));
+			else if (d->proxy && luaws_proxy_closed(d->proxy, why, sizeof(why)))
+				dial_failed(d, LUAWS_ERR_PROXY, why);
 			else if (d->tcp_up)
 				dial_failed(d, LUAWS_ERR_EOF, "connection closed during the handshake");
 			else
@@ -339,8 +416,10 @@ static char *dup_opt(lua_State *L, int idx)
 }
 
 /* core.dial(host, port, path, host_header, origin, subprotocols, headers, timeout
- * [, tls, server_name]) -> conn (connecting). headers: flat list {name, value, ...}.
- * tls: a client luaws.TLSConfig for wss://, server_name the name to verify. */
+ * [, tls, server_name [, proxy [, compression]]]) -> conn (connecting). headers: flat
+ * list {name, value, ...}. tls: a client luaws.TLSConfig for wss://, server_name the
+ * name to verify. proxy: a table for proxy.c; then host and port are the proxy's.
+ * compression: offer permessage-deflate with these CompressionOptions (a table). */
 static int l_dial(lua_State *L)
 {
 	luaws_loop *loop = luaws_loop_get(L);
@@ -353,8 +432,15 @@ static int l_dial(lua_State *L)
 	luaws_dial *d;
 	int rc;
 
+	luaws_proxy *proxy;
+	luaws_pmd_config pmd_cfg;
+	int deflate = !lua_isnoneornil(L, 12);
+
+	lua_settop(L, 12); /* the conn goes above the arguments */
 	luaL_checkstring(L, 3);
 	luaL_checkstring(L, 4);
+	if (deflate)
+		luaws_pmd_read_config(L, 12, &pmd_cfg);
 	for (rc = 3; rc <= 6; rc++) {
 		/* path, Host, Origin, subprotocols go into the request head as they are */
 		const char *v = luaL_optstring(L, rc, "");
@@ -365,9 +451,13 @@ static int l_dial(lua_State *L)
 		return luaL_argerror(L, 2, "port out of range");
 	luaws_loop_context(L, loop);
 
+	proxy = luaws_proxy_new(L, 11);
 	d = calloc(1, sizeof(*d));
-	if (!d)
+	if (!d) {
+		luaws_proxy_free(proxy);
 		return luaL_error(L, "luaws: out of memory");
+	}
+	d->proxy = proxy;
 	c = luaws_conn_new(L, loop, 1);
 	c->dial = d;
 	d->conn = c;
@@ -382,6 +472,9 @@ static int l_dial(lua_State *L)
 	d->tls = luaws_tls_config_ref(tls);
 	if (tls)
 		d->server_name = dup_opt(L, 10);
+	d->deflate = deflate;
+	if (deflate)
+		d->pmd_cfg = pmd_cfg;
 
 	/* 0 or less: no timeout; math.huge: none either */
 	if (timeout > 0 && luaws_ms(timeout) != LUAWS_NEVER) {
@@ -407,8 +500,9 @@ static int l_dial(lua_State *L)
 	return 1;
 }
 
-/* conn:_dial_result() -> status, headers: the handshake response (status 0 when the
- * server never answered), timed_out. Releases the dial record. */
+/* conn:_dial_result() -> status, headers, timed_out, status text: the handshake
+ * response, or the proxy's refusal (status 0 when nobody answered; the text is Go's
+ * resp.Status, "407 Proxy Authentication Required"). Releases the dial record. */
 static int l_dial_result(lua_State *L)
 {
 	luaws_conn *c = luaws_conn_check(L);
@@ -418,11 +512,13 @@ static int l_dial_result(lua_State *L)
 	lua_pushinteger(L, d->status);
 	luaws_push_headers(L, &d->response_headers);
 	lua_pushboolean(L, d->timed_out);
+	/* parsing left the status line NUL-terminated at the head's start */
+	lua_pushstring(L, d->status > 0 ? (const char *)d->head.data + 9 : "");
 	if (c->state != LUAWS_CONNECTING) {
 		c->dial = NULL;
 		luaws_dial_detach(d);
 	}
-	return 3;
+	return 4;
 }
 
 int luaws_client_open(lua_State *L)

@@ -3,8 +3,9 @@
  * Owns its life, as one state with a function per transition (open, close sent, close
  * received, closing, closed, and failing the connection), flow control of reading,
  * and the Lua methods that read messages, write frames and close. What it receives
- * goes through receiver.c into its inbox (inbox.c), what it sends through sender.c;
- * deadlines are deadline.c's.
+ * goes through receiver.c into its inbox (inbox.c), what it sends through sender.c
+ * (compressed first by deflate.c when permessage-deflate was negotiated); deadlines are
+ * deadline.c's.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,7 @@ void luaws_conn_closed(luaws_conn *c, enum luaws_err kind, const char *error)
 		}
 	}
 	luaws_sender_free(c);
+	luaws_pmd_release(c);
 	luaws_inbox_drop_partial(&c->inbox); /* whole messages stay readable */
 	luaws_wake(c->loop, &c->waitable);
 }
@@ -504,9 +506,9 @@ static int push_written(lua_State *L, luaws_conn *c, int opcode, int rc)
 static int l_write(lua_State *L)
 {
 	luaws_conn *c = luaws_conn_check(L);
-	int opcode = (int)luaL_checkinteger(L, 2);
+	int opcode = (int)luaL_checkinteger(L, 2), frame_op;
 	size_t len;
-	const char *data = luaL_checklstring(L, 3, &len);
+	const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 3, &len);
 	int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
 
 	if (!(opcode <= 2 || (opcode >= 8 && opcode <= 10)))
@@ -515,9 +517,20 @@ static int l_write(lua_State *L)
 		return luaL_argerror(L, 3, "invalid control frame");
 	if (write_refused(L, c))
 		return 2;
+	frame_op = opcode;
+	if (c->pmd && opcode <= 2) {
+		/* compressed before framing (deflate.c): maybe nothing to send yet */
+		int rc = luaws_pmd_write(c, &frame_op, fin, &data, &len);
+		if (rc < 0)
+			return luaL_error(L, "luaws: out of memory");
+		if (!rc) {
+			lua_pushboolean(L, !luaws_sender_full(c));
+			return 1;
+		}
+	}
 	/* pings and pongs go ahead of queued data; a close frame goes after it */
 	return push_written(L, c, opcode,
-			    luaws_send_frame(c, opcode, fin, (const unsigned char *)data, len,
+			    luaws_send_frame(c, frame_op, fin, data, len,
 					     opcode == 9 || opcode == 10));
 }
 
@@ -533,6 +546,21 @@ static int l_write_prepared(lua_State *L)
 	if (write_refused(L, c))
 		return 2;
 	urgent = opcode == 9 || opcode == 10;
+	if (opcode <= 2 && luaws_pmd_compresses(c)) {
+		if (luaws_pmd_takeover(c)) {
+			/* compressed against this connection's window: no frame to share */
+			int frame_op = opcode;
+			if (luaws_pmd_write(c, &frame_op, 1, &payload, &plen) < 0)
+				return luaL_error(L, "luaws: out of memory");
+			return push_written(L, c, opcode,
+					    luaws_send_frame(c, frame_op, 1, payload, plen, 0));
+		}
+		/* the same compressed frame for every connection with the same parameters */
+		frame = luaws_prepared_deflated(L, 2, c, &flen, &payload, &plen);
+		if (!frame)
+			return luaL_error(L, "luaws: out of memory");
+		opcode |= LUAWS_RSV1;
+	}
 	/* a client masks with a fresh key: it frames the payload again */
 	return push_written(L, c, opcode,
 			    c->is_client ? luaws_send_frame(c, opcode, 1, payload, plen, urgent) :
@@ -615,7 +643,8 @@ static int l_state(lua_State *L)
 static int l_error(lua_State *L)
 {
 	static const char *const error_names[] = {"none", "closed", "write", "timeout",
-						  "lookup", "connect", "handshake", "eof", "tls"};
+						  "lookup", "connect", "handshake", "eof", "tls",
+						  "proxy"};
 	luaws_conn *c = luaws_conn_check(L);
 	if (!c->error[0])
 		return 0;
@@ -672,6 +701,7 @@ static int l_gc(lua_State *L)
 	c->state = LUAWS_CLOSED;
 	luaws_deadlines_free(c);
 	luaws_sender_free(c);
+	luaws_pmd_free(c);
 	luaws_inbox_free(&c->inbox);
 	luaws_receiver_free(&c->rx);
 	return 0;
@@ -720,5 +750,6 @@ int luaws_conn_open(lua_State *L)
 	lua_setfield(L, -2, "conn_methods");
 	luaws_receiver_open(L);
 	luaws_deadline_open(L);
+	luaws_deflate_open(L);
 	return 0;
 }

@@ -2,7 +2,9 @@
  * The WebSocket wire format (RFC 6455 §5): an incremental frame parser that enforces the
  * framing rules (reserved bits, opcodes, control frames, continuation, masking
  * direction, lengths) and unmasks payload in place, the frame header writer, and
- * masking. Message-level rules (UTF-8, close codes, limits) are conn.c's.
+ * masking. RSV1 is allowed, on the first frame of a data message only, when
+ * permessage-deflate was negotiated (rsv1_ok). Message-level rules (UTF-8, close codes,
+ * limits, inflating) are receiver.c's.
  */
 #include <string.h>
 
@@ -36,12 +38,13 @@ void luaws_mask(unsigned char *p, size_t n, const unsigned char key[4], size_t p
 }
 
 /* Write the header of a frame carrying len bytes at out (room for 14 bytes); with a
- * mask key (client frames) the key follows the length. Returns the header size. */
+ * mask key (client frames) the key follows the length. opcode may carry LUAWS_RSV1.
+ * Returns the header size. */
 size_t luaws_frame_header(unsigned char *out, int fin, int opcode, uint64_t len,
 			  const unsigned char *mask)
 {
 	size_t n = 2;
-	out[0] = (unsigned char)((fin ? 0x80 : 0) | (opcode & 0x0f));
+	out[0] = (unsigned char)((fin ? 0x80 : 0) | (opcode & (LUAWS_RSV1 | 0x0f)));
 	if (len < 126) {
 		out[1] = (unsigned char)len;
 	} else if (len <= 0xffff) {
@@ -77,8 +80,16 @@ static int check_header(luaws_frame_parser *fp, luaws_frame_event *ev)
 {
 	int opcode = fp->hdr[0] & 0x0f, fin = fp->hdr[0] >> 7;
 
-	if (fp->hdr[0] & 0x70)
+	if (fp->hdr[0] & 0x30)
 		return frame_error(fp, ev, "reserved bits set");
+	if (fp->hdr[0] & 0x40) {
+		if (!fp->rsv1_ok)
+			return frame_error(fp, ev, "reserved bits set");
+		if (opcode == 0)
+			return frame_error(fp, ev, "RSV1 set on a continuation frame");
+		if (opcode >= 8)
+			return frame_error(fp, ev, "RSV1 set on a control frame");
+	}
 	if (!!(fp->hdr[1] & 0x80) != fp->expect_masked)
 		return frame_error(fp, ev, fp->expect_masked ? "unmasked client frame" :
 							       "masked server frame");
@@ -109,6 +120,7 @@ static int check_header(luaws_frame_parser *fp, luaws_frame_event *ev)
 		fp->in_message = !fin;
 	fp->opcode = (unsigned char)opcode;
 	fp->fin = (unsigned char)fin;
+	fp->rsv1 = (fp->hdr[0] & 0x40) != 0;
 	fp->first = 1;
 	fp->mask_pos = 0;
 	return 0;
@@ -177,6 +189,7 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 	ev->opcode = fp->opcode;
 	ev->frame_len = fp->mask_pos + fp->length;
 	ev->fin = fp->fin;
+	ev->rsv1 = fp->rsv1;
 	ev->first = fp->first;
 	ev->last = fp->length == 0;
 	ev->data = p;

@@ -200,6 +200,10 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = luaws_protocols;
 	info.vhost_name = "luaws-client";
+	/* Left NULL, lws reads $http_proxy here and sends every dial through that proxy
+	 * with its own CONNECT (lib/core-net/vhost.c:775 at v4.1.6), loopback included;
+	 * Dialer.Proxy decides instead. ":0" parses to no proxy (port 0). */
+	info.http_proxy_address = ":0";
 	loop->vhost = lws_create_vhost(loop->ctx, &info);
 	if (!loop->vhost)
 		return luaL_error(L, "luaws: cannot create the client vhost");
@@ -506,6 +510,7 @@ static int loop_gc(lua_State *L)
 	free(loop->woken);
 	luaws_buf_free(&loop->scratch);
 	luaws_inbox_pool_free(&loop->rx_pool);
+	luaws_pmd_pool_free(loop);
 	luaws_batch_free(loop);
 	return 0;
 }

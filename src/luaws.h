@@ -102,6 +102,8 @@ typedef struct luaws_frame_parser {
 	unsigned char hdr[14];
 	unsigned char hdr_have, opcode, fin, first, in_payload, in_message, expect_masked,
 		failed;
+	unsigned char rsv1_ok;  /* permessage-deflate: RSV1 allowed on a message's first frame */
+	unsigned char rsv1;     /* the current frame has RSV1 */
 	unsigned char mask[4];
 	uint64_t length, mask_pos;
 } luaws_frame_parser;
@@ -111,9 +113,14 @@ typedef struct luaws_frame_event {
 	size_t len;
 	uint64_t frame_len;  /* the payload length the frame's header claims */
 	int opcode, fin, first, last;
+	int rsv1;            /* the frame has RSV1 (a compressed message's first frame) */
 	int code;            /* on a protocol error: the close code */
 	const char *reason;
 } luaws_frame_event;
+
+/* Or'ed into the opcode given to luaws_frame_header and luaws_send_frame: set RSV1 (the
+ * first frame of a compressed message). */
+#define LUAWS_RSV1 0x40
 
 void luaws_mask(unsigned char *p, size_t n, const unsigned char key[4], size_t pos);
 size_t luaws_frame_header(unsigned char *out, int fin, int opcode, uint64_t len,
@@ -149,6 +156,7 @@ typedef struct luaws_loop {
 	int need_cancel;          /* lws was called from outside its callbacks */
 	uv_idle_t *lws_idle;      /* lws's own idle handle, which re-arms its timers */
 	struct luaws_batch *batch; /* sender.c: small frames gathered while coroutines run */
+	struct luaws_pmd_pool *pmd_pool; /* deflate.c: zlib streams between messages */
 	luaws_deferred *deferred;  /* run at the start of the next step */
 	int stepping, closing;
 	unsigned live_conns;
@@ -212,7 +220,8 @@ enum luaws_err {
 	LUAWS_ERR_CONNECT,   /* dial: no address accepted the connection */
 	LUAWS_ERR_HANDSHAKE, /* dial: the server's answer was not a valid upgrade */
 	LUAWS_ERR_EOF,       /* dial: the server closed during the handshake */
-	LUAWS_ERR_TLS        /* the TLS handshake or connection failed */
+	LUAWS_ERR_TLS,       /* the TLS handshake or connection failed */
+	LUAWS_ERR_PROXY      /* dial: the proxy refused the tunnel or did not speak HTTP */
 };
 
 /* sender.c: what a connection has queued to send (see there). */
@@ -228,6 +237,7 @@ typedef struct luaws_receiver {
 	luaws_frame_parser parser;
 	unsigned char utf8[3];    /* UTF-8 check across the fragments of a text message */
 	unsigned char ctl_len;
+	unsigned char inflating;  /* the message being received is compressed */
 	unsigned char ctl[125];   /* the control frame being received */
 	uint64_t msg_len;         /* bytes of the message being received, for the limit */
 	int64_t read_limit;       /* 0: none */
@@ -261,6 +271,7 @@ typedef struct luaws_conn {
 	enum luaws_err error_kind;
 	char error[160];          /* why a dial failed, or why the connection broke */
 	luaws_dial *dial;
+	struct luaws_pmd *pmd;    /* permessage-deflate, when negotiated (deflate.c) */
 	char subprotocol[LUAWS_SUBPROTOCOL_MAX];
 	char remote[56], local[56];
 } luaws_conn;
@@ -351,6 +362,19 @@ int luaws_client_event(luaws_conn *c, struct lws *wsi, enum lws_callback_reasons
 void luaws_dial_detach(luaws_dial *d);
 int luaws_client_open(lua_State *L);
 
+/* proxy.c: the exchange with an HTTP (CONNECT) or SOCKS5 proxy before the tunnel to the
+ * server is up (see there) */
+typedef struct luaws_proxy luaws_proxy;
+enum luaws_proxy_result { LUAWS_PROXY_MORE, LUAWS_PROXY_UP, LUAWS_PROXY_FAILED };
+luaws_proxy *luaws_proxy_new(lua_State *L, int idx);
+void luaws_proxy_free(luaws_proxy *p);
+int luaws_proxy_start(luaws_proxy *p, luaws_conn *c);
+int luaws_proxy_waiting(const luaws_proxy *p);
+enum luaws_proxy_result luaws_proxy_rx(luaws_proxy *p, luaws_conn *c, const unsigned char *in,
+				       size_t len, size_t *used, luaws_buf *head, int *status,
+				       luaws_buf *headers, char *why, size_t wl);
+const char *luaws_proxy_closed(const luaws_proxy *p, char *why, size_t wl);
+
 /* timer.c, signal.c, process.c */
 int luaws_timer_open(lua_State *L);
 int luaws_process_open(lua_State *L);
@@ -388,9 +412,53 @@ int luaws_http_has_token(const luaws_buf *list, const char *name, const char *to
 void luaws_ws_accept(const char *key, char out[32]);
 void luaws_ws_new_key(char out[32]);
 
+/* deflate.c: permessage-deflate (RFC 7692). What one side asks for (a server imposes
+ * it, a client offers it): CompressionOptions. */
+typedef struct luaws_pmd_config {
+	unsigned char server_no_takeover, client_no_takeover;
+	unsigned char server_bits, client_bits; /* 8..15, 0: not set */
+	signed char level;                      /* -2..9, as gorilla */
+	unsigned char mem_level;                /* 1..9 */
+} luaws_pmd_config;
+
+/* What a connection agreed, seen from its side: tx is what it compresses, rx what it
+ * inflates. */
+typedef struct luaws_pmd_params {
+	unsigned char tx_no_takeover, rx_no_takeover, tx_bits, rx_bits, mem_level;
+	signed char level;
+} luaws_pmd_params;
+
+typedef int (*luaws_pmd_sink)(luaws_conn *c, const unsigned char *p, size_t n);
+
+void luaws_pmd_default_config(luaws_pmd_config *cfg);
+void luaws_pmd_read_config(lua_State *L, int idx, luaws_pmd_config *cfg);
+/* Server: the first acceptable offer: 1 and its answer appended to head (a header
+ * line), 0 when none is, -1 when out of memory. */
+int luaws_pmd_negotiate(const char *offers, const luaws_pmd_config *cfg, luaws_pmd_params *out,
+			luaws_buf *head);
+/* Client: the offer (a header line), and the check of the server's answer (0: valid). */
+int luaws_pmd_offer(const luaws_pmd_config *cfg, luaws_buf *out);
+int luaws_pmd_check_answer(const char *answer, const luaws_pmd_config *cfg, luaws_pmd_params *out);
+int luaws_pmd_attach(luaws_conn *c, const luaws_pmd_params *p);
+void luaws_pmd_release(luaws_conn *c);
+void luaws_pmd_free(luaws_conn *c);
+void luaws_pmd_pool_free(luaws_loop *loop);
+int luaws_pmd_compresses(const luaws_conn *c);
+int luaws_pmd_takeover(const luaws_conn *c);
+void luaws_pmd_key(const luaws_conn *c, int *bits, int *mem_level, int *level);
+int luaws_pmd_write(luaws_conn *c, int *opcode, int fin, const unsigned char **data, size_t *len);
+int luaws_pmd_compress_alone(luaws_loop *loop, int bits, int mem_level, int level,
+			     const unsigned char *p, size_t n, luaws_buf *out);
+int luaws_pmd_rx_begin(luaws_conn *c);
+int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int final,
+		      uint64_t max_out, luaws_pmd_sink sink, const char **why);
+int luaws_deflate_open(lua_State *L);
+
 /* prepared.c */
 int luaws_prepared_open(lua_State *L);
 const unsigned char *luaws_prepared_frame(lua_State *L, int idx, int *opcode, size_t *len,
 					  const unsigned char **payload, size_t *plen);
+const unsigned char *luaws_prepared_deflated(lua_State *L, int idx, luaws_conn *c, size_t *len,
+					     const unsigned char **payload, size_t *plen);
 
 #endif

@@ -3,8 +3,9 @@
  * reassembly of fragments into the inbox, the read limit (checked on what a frame's
  * header claims, before its payload), UTF-8 of text messages, and control frames (pings
  * answered at once unless a Lua handler takes them, pongs for a Lua handler, the peer's
- * close frame handed to the close handshake in conn.c). A protocol error goes to
- * luaws_conn_fail.
+ * close frame handed to the close handshake in conn.c). Compressed messages
+ * (permessage-deflate) are inflated by deflate.c on the way in. A protocol error goes
+ * to luaws_conn_fail.
  */
 #include <string.h>
 #include <sys/socket.h>
@@ -36,36 +37,78 @@ void luaws_receiver_free(luaws_receiver *rx)
  * than the unread bytes it may hold anyway before reading pauses (conn.c). */
 #define FIRST_RESERVE (256 * 1024)
 
+static size_t first_reserve(const luaws_receiver *rx, uint64_t frame_len)
+{
+	/* a compressed frame: JSON and text inflate to about 4 times their size */
+	uint64_t want = rx->inflating ? (frame_len < FIRST_RESERVE / 4 ? frame_len * 4 : FIRST_RESERVE)
+				      : frame_len;
+	return want < FIRST_RESERVE ? (size_t)want : FIRST_RESERVE;
+}
+
+/* Bytes of the message being received (as they came, or inflated): checked and kept. */
+static int message_bytes(luaws_conn *c, const unsigned char *p, size_t n)
+{
+	luaws_receiver *rx = &c->rx;
+	rx->msg_len += n;
+	if (luaws_inbox_partial_type(&c->inbox) == 1 && !luaws_utf8_valid(rx->utf8, p, n))
+		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
+	if (luaws_inbox_append(&c->inbox, p, n, luaws_conn_rx_pool(c)))
+		return luaws_conn_fail(c, 1011, "out of memory");
+	return 0;
+}
+
+/* A chunk of a compressed message: inflated, the read limit counting what it inflates
+ * to (so a small frame that would inflate to gigabytes is refused once the limit is
+ * passed, having cost no more memory than the limit). */
+static int inflate_chunk(luaws_conn *c, const luaws_frame_event *ev, int final)
+{
+	luaws_receiver *rx = &c->rx;
+	uint64_t max = UINT64_MAX;
+	const char *why;
+	int code;
+	if (rx->read_limit > 0)
+		max = rx->msg_len < (uint64_t)rx->read_limit ? (uint64_t)rx->read_limit - rx->msg_len : 0;
+	code = luaws_pmd_inflate(c, ev->data, ev->len, final, max, message_bytes, &why);
+	if (code == 1009)
+		return luaws_conn_fail_read_limit(c);
+	if (code > 0)
+		return luaws_conn_fail(c, code, why);
+	return code;
+}
+
 /* A chunk of a text or binary message. */
 static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 {
 	luaws_receiver *rx = &c->rx;
 	int final = ev->last && ev->fin;
+	uint64_t had;
 	if (ev->first) {
 		if (ev->opcode) {
 			rx->msg_len = 0;
 			memset(rx->utf8, 0, sizeof(rx->utf8));
+			rx->inflating = (unsigned char)ev->rsv1;
 		}
-		/* refused on what the header claims, before any of the payload */
-		if (rx->read_limit > 0 && rx->msg_len + ev->frame_len > (uint64_t)rx->read_limit)
+		/* refused on what the header claims, before any of the payload (compressed:
+		 * on what it inflates to) */
+		if (!rx->inflating && rx->read_limit > 0 &&
+		    rx->msg_len + ev->frame_len > (uint64_t)rx->read_limit)
 			return luaws_conn_fail_read_limit(c);
 		if (ev->opcode &&
-		    luaws_inbox_begin(&c->inbox, ev->opcode,
-				      ev->frame_len < FIRST_RESERVE ? (size_t)ev->frame_len :
-								      FIRST_RESERVE,
+		    luaws_inbox_begin(&c->inbox, ev->opcode, first_reserve(rx, ev->frame_len),
 				      luaws_conn_rx_pool(c)))
 			return luaws_conn_fail(c, 1011, "out of memory");
+		if (ev->opcode && rx->inflating && luaws_pmd_rx_begin(c))
+			return luaws_conn_fail(c, 1011, "out of memory");
 	}
-	rx->msg_len += ev->len;
-	if (luaws_inbox_partial_type(&c->inbox) == 1 &&
-	    (!luaws_utf8_valid(rx->utf8, ev->data, ev->len) || (final && rx->utf8[0])))
+	had = rx->msg_len;
+	if (rx->inflating ? inflate_chunk(c, ev, final) : message_bytes(c, ev->data, ev->len))
+		return -1;
+	if (final && luaws_inbox_partial_type(&c->inbox) == 1 && rx->utf8[0])
 		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
-	if (luaws_inbox_append(&c->inbox, ev->data, ev->len, luaws_conn_rx_pool(c)))
-		return luaws_conn_fail(c, 1011, "out of memory");
 	if (final) {
 		if (luaws_inbox_finish(&c->inbox))
 			luaws_conn_received(c);
-	} else if (c->streaming && ev->len) {
+	} else if (c->streaming && rx->msg_len > had) {
 		luaws_conn_received(c);
 	}
 	return 0;

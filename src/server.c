@@ -238,18 +238,23 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 	}
 }
 
-/* w:_upgrade(key, subprotocol, headers) -> conn | nil, reason: answer 101. */
+/* w:_upgrade(key, subprotocol, headers [, offers, compression]) -> conn | nil, reason:
+ * answer 101. offers: the client's Sec-WebSocket-Extensions (permessage-deflate is
+ * negotiated with the CompressionOptions table compression when given). */
 static int l_upgrade(lua_State *L)
 {
 	luaws_request *r = check_request(L);
 	const char *key = luaL_checkstring(L, 2);
 	const char *sub = luaL_optstring(L, 3, NULL);
+	const char *offers = luaL_optstring(L, 5, NULL);
 	luaws_loop *loop = r->loop;
 	luaws_buf extra = {0}, out = {0};
 	char accept[32];
 	struct lws *wsi = r->wsi;
 	luaws_conn *c;
-	int n, rc;
+	luaws_pmd_config pmd_cfg;
+	luaws_pmd_params pmd;
+	int n, rc, deflate = 0;
 
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
@@ -257,6 +262,8 @@ static int l_upgrade(lua_State *L)
 		return luaws_fail(L, "the client has gone");
 	if (sub && (strlen(sub) >= LUAWS_SUBPROTOCOL_MAX || strpbrk(sub, "\r\n")))
 		return luaL_argerror(L, 3, "invalid subprotocol name");
+	if (offers)
+		luaws_pmd_read_config(L, 6, &pmd_cfg);
 	luaws_headers_store(L, 4, &extra);
 	luaws_ws_accept(key, accept);
 	rc = luaws_buf_reserve(&out, LWS_PRE + 256);
@@ -268,6 +275,7 @@ static int l_upgrade(lua_State *L)
 	rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
 	     luaws_buf_append(&out, accept, strlen(accept)) || luaws_buf_append(&out, "\r\n", 2) ||
 	     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
+	     (offers && (deflate = luaws_pmd_negotiate(offers, &pmd_cfg, &pmd, &out)) < 0) ||
 	     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
 	luaws_buf_free(&extra);
 	if (rc) {
@@ -276,6 +284,10 @@ static int l_upgrade(lua_State *L)
 	}
 
 	c = luaws_conn_new(L, loop, 0);
+	if (deflate && luaws_pmd_attach(c, &pmd)) {
+		luaws_buf_free(&out);
+		return luaL_error(L, "luaws: out of memory");
+	}
 	if (sub)
 		lws_strncpy(c->subprotocol, sub, sizeof(c->subprotocol));
 	r->decision = UPGRADED;

@@ -409,6 +409,8 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 					rc = -1;
 					break;
 				}
+				if (!t->in_len && !SSL_has_pending(t->ssl))
+					break; /* the next SSL_read could only say it wants more */
 				continue;
 			}
 		}
@@ -427,11 +429,11 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 			break;
 		}
 		set_error(t, e);
+		ERR_clear_error();
 		rc = -1;
 		break;
 	}
 	t->in_len = 0;
-	ERR_clear_error();
 	if (flush(t) < 0)
 		rc = -1;
 	return rc;

@@ -7,6 +7,7 @@ local header = require "luaws.header"
 local conn = require "luaws.conn"
 local options = require "luaws.options"
 local tls = require "luaws.tls"
+local proxy = require "luaws.proxy"
 
 local M = {}
 
@@ -17,12 +18,14 @@ Dialer.__index = Dialer
 local fields = {
   HandshakeTimeout = "seconds", Subprotocols = "strings", WriteBufferSize = "bytes",
   ReadBufferSize = "bytes", -- accepted and ignored (README, "Differences")
-  Proxy = "unimplemented", NetDial = "unimplemented", NetDialContext = "unimplemented",
+  Proxy = "function", NetDial = "unimplemented", NetDialContext = "unimplemented",
   NetDialTLSContext = "unimplemented", TLSClientConfig = "table",
-  Jar = "unimplemented", EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+  Jar = "unimplemented", WriteBufferPool = "unimplemented",
+  EnableCompression = "boolean", CompressionOptions = "compression", -- permessage-deflate
 }
 
--- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, ReadBufferSize=, WriteBufferSize=}
+-- Dialer{HandshakeTimeout=seconds, Subprotocols={...}, Proxy=function(req), ReadBufferSize=,
+-- WriteBufferSize=, TLSClientConfig=, EnableCompression=, CompressionOptions=}
 function M.Dialer(opts)
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -33,9 +36,10 @@ function M.Dialer(opts)
   return options.new(Dialer, fields, opts)
 end
 
-M.DefaultDialer = M.Dialer{ HandshakeTimeout = 45 }
+M.DefaultDialer = M.Dialer{ HandshakeTimeout = 45, Proxy = proxy.ProxyFromEnvironment }
 
--- parse_url("ws://host:port/path?query") -> {scheme, host, port, hostport, path}
+-- parse_url("ws://[user:pass@]host:port/path?query") -> {scheme, host, port, hostport,
+-- path, userinfo}
 local function parse_url(url)
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then return nil end
@@ -44,14 +48,17 @@ local function parse_url(url)
   local authority, path = rest:match("^([^/?#]*)(.*)$")
   path = path:gsub("#.*$", "")
   if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
-  if authority:find("@") then return nil end
+  local userinfo
+  userinfo, authority = proxy.split_authority(authority)
+  if userinfo == nil then return nil end
   local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
   if not host or host == "" then return nil end
   local default_port = scheme == "wss" and 443 or 80
   port = port ~= "" and tonumber(port) or default_port
   if port < 1 or port > 65535 then return nil end
-  return { scheme = scheme, host = host, port = port, hostport = authority, path = path }
+  return { scheme = scheme, host = host, port = port, hostport = authority, path = path,
+    userinfo = userinfo }
 end
 M.parse_url = parse_url
 
@@ -106,18 +113,45 @@ function Dialer:Dial(url, request_header)
   for name, v in pairs({ Host = host_header, Origin = origin, ["Sec-WebSocket-Protocol"] = subprotocols }) do
     if v:find("[\r\n]") then error("bad argument #2 to 'Dial' (invalid header " .. name .. ")", 2) end
   end
+  if u.userinfo and not h:Get("Authorization") then
+    -- as Go's http.Client for a URL with user info (gorilla refuses such a URL)
+    extra[#extra + 1] = "authorization"
+    extra[#extra + 1] = proxy.basic_auth(u.userinfo.user, u.userinfo.password or "")
+  end
+
+  local via -- the proxy, when the Dialer's Proxy gives one
+  if self.Proxy ~= nil then
+    local purl, perr = self.Proxy(proxy.request(u, h, host_header))
+    if perr ~= nil then return nil, nil, perr end
+    if purl ~= nil then
+      if type(purl) ~= "string" then
+        error("Dial: the Dialer's Proxy returned a " .. type(purl) .. " (a URL string or nil expected)", 2)
+      end
+      via, perr = proxy.dial_params(purl, u)
+      if not via then return nil, nil, perr end
+    end
+  end
 
   local timeout = self.HandshakeTimeout or 0
   if type(timeout) ~= "number" or timeout ~= timeout then
     error("Dial: the Dialer's HandshakeTimeout must be a number of seconds (not NaN)", 2)
   end
-  local c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
-    timeout, tls_config, server_name)
+  local compression
+  if self.EnableCompression then compression = self.CompressionOptions or {} end
+  local c
+  if via then
+    c = core.dial(via.host, via.port, u.path, host_header, origin, subprotocols, extra,
+      timeout, tls_config, server_name, via.core, compression)
+  else
+    c = core.dial(u.host, u.port, u.path, host_header, origin, subprotocols, extra,
+      timeout, tls_config, server_name, nil, compression)
+  end
   while c:_state() == "connecting" do sched.wait(c) end
-  local status, resp_headers, timed_out = c:_dial_result()
+  local status, resp_headers, timed_out, status_text = c:_dial_result()
   local resp
   if status and status > 0 then
-    resp = { StatusCode = status, Header = header.new(resp_headers), TLS = c:_tls() }
+    resp = { StatusCode = status, Status = status_text, Header = header.new(resp_headers),
+      TLS = c:_tls() }
   end
   if c:_state() ~= "closed" then
     conn.set_write_buffer(c, self.WriteBufferSize)
@@ -125,6 +159,12 @@ function Dialer:Dial(url, request_header)
   end
 
   local why, kind = c:_error()
+  if kind == "proxy" then
+    return nil, resp, errors.new(why) -- the proxy's status text, as gorilla
+  end
+  if via and (kind == "connect" or kind == "lookup") then
+    return nil, nil, errors.new("proxyconnect tcp: dial tcp " .. via.hostport .. ": " .. why)
+  end
   if resp and status ~= 101 or kind == "handshake" then
     return nil, resp, errors.ErrBadHandshake
   end

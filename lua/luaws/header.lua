@@ -119,6 +119,13 @@ function M.tokens(h, name)
   return out
 end
 
+-- joined(h, name): every value of header name as one comma-separated list, or nil.
+function M.joined(h, name)
+  local v = lookup(h, name)
+  if type(v) == "table" then return table.concat(v, ", ") end
+  return v
+end
+
 -- get(h, name): h:Get(name) for any table of headers, cheapest with a lower-case name.
 function M.get(h, name)
   local v = lookup(h, name)

@@ -109,9 +109,9 @@ end
 -- Answer w's request with 101 and make it a WebSocket connection (for
 -- Upgrader:Upgrade) -> conn | nil, reason. The connection then belongs to w: dispatch
 -- closes it with 1011 if the handler fails.
-function M.switch_protocols(w, key, subprotocol, extra_headers)
+function M.switch_protocols(w, key, subprotocol, extra_headers, offers, compression)
   if w.answered then return nil, "the response was already written" end
-  local c, err = w.req:_upgrade(key, subprotocol, extra_headers)
+  local c, err = w.req:_upgrade(key, subprotocol, extra_headers, offers, compression)
   if not c then return nil, err end
   w.answered = true
   w.conn = c

@@ -11,6 +11,7 @@ local http = require "luaws.http"
 local listener = require "luaws.listener"
 local upgrader = require "luaws.upgrader"
 local client = require "luaws.client"
+local proxy = require "luaws.proxy"
 
 local websocket = {
   _VERSION = "luaws scm",
@@ -56,6 +57,8 @@ local websocket = {
   -- client
   Dialer = client.Dialer,
   DefaultDialer = client.DefaultDialer,
+  ProxyFromEnvironment = proxy.ProxyFromEnvironment,
+  ProxyURL = proxy.ProxyURL,
 
   -- Go-like runtime
   Go = runtime.Go,

@@ -45,9 +45,39 @@ local kinds = {
     function(v) return v == 0x0303 or v == 0x0304 end },
   client_auth = { "a ClientAuthType (websocket.NoClientCert ... RequireAndVerifyClientCert)",
     function(v) return math.type(v) == "integer" and v >= 0 and v <= 4 end },
+  -- CompressionOptions (permessage-deflate, docs/API.md): a table of the fields below
+  compression = { "a table", function(v) return type(v) == "table" end },
   -- gorilla has it and luaws does not yet; false (off, gorilla's zero value) is accepted
   unimplemented = { nil, function(v) return v == false end },
 }
+
+local function window_bits(v) return math.type(v) == "integer" and v >= 8 and v <= 15 end
+local compression_fields = {
+  ServerNoContextTakeover = { "a boolean", function(v) return type(v) == "boolean" end },
+  ClientNoContextTakeover = { "a boolean", function(v) return type(v) == "boolean" end },
+  ServerMaxWindowBits = { "an integer from 8 to 15", window_bits },
+  ClientMaxWindowBits = { "an integer from 8 to 15", window_bits },
+  Level = { "an integer from -2 to 9",
+    function(v) return math.type(v) == "integer" and v >= -2 and v <= 9 end },
+  MemLevel = { "an integer from 1 to 9",
+    function(v) return math.type(v) == "integer" and v >= 1 and v <= 9 end },
+}
+
+-- The reason a CompressionOptions table is refused (what: "Upgrader", "Dialer"), or nil.
+local function compression_problem(what, opts)
+  for k, v in pairs(opts) do
+    local f = compression_fields[k]
+    if not f then
+      return what .. ": unknown field " .. (type(k) == "string" and "'" .. k .. "'" or tostring(k)) ..
+        " in CompressionOptions"
+    end
+    if not f[2](v) then
+      return ("%s: CompressionOptions.%s must be %s (got %s)"):format(what, k, f[1],
+        math.type(v) or type(v))
+    end
+  end
+  return nil
+end
 
 local function field_name(k)
   return type(k) == "string" and "'" .. k .. "'" or tostring(k)
@@ -66,7 +96,10 @@ local function problem(what, spec, k, v)
     return what .. ": unknown field " .. field_name(k) .. hint
   end
   local want, ok = kinds[kind][1], kinds[kind][2]
-  if ok(v) then return nil end
+  if ok(v) then
+    if kind == "compression" then return compression_problem(what, v) end
+    return nil
+  end
   if not want then return what .. ": " .. k .. " is not implemented yet" end
   local got = v ~= v and "NaN" or type(v)
   return ("%s: %s must be %s (got %s)"):format(what, k, want, got)

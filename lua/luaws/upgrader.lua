@@ -12,7 +12,7 @@ local M = {}
 local has_token = header.has_token
 
 -- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
--- WriteBufferSize=, Error=}
+-- WriteBufferSize=, Error=, EnableCompression=, CompressionOptions=}
 local Upgrader = { __name = "luaws.Upgrader" }
 Upgrader.__index = Upgrader
 
@@ -21,7 +21,8 @@ local upgrader_fields = {
   CheckOrigin = "function", Subprotocols = "strings", Error = "function",
   WriteBufferSize = "bytes",
   HandshakeTimeout = "seconds", ReadBufferSize = "bytes", -- accepted and ignored (README)
-  EnableCompression = "unimplemented", WriteBufferPool = "unimplemented",
+  EnableCompression = "boolean", CompressionOptions = "compression", -- permessage-deflate
+  WriteBufferPool = "unimplemented",
 }
 
 function M.Upgrader(opts)
@@ -131,7 +132,9 @@ function Upgrader:Upgrade(w, r, response_header)
     rh:Del("Sec-Websocket-Protocol")
     extra = header.flatten(rh)
   end
-  local c, err = http.switch_protocols(w, key, sub, extra)
+  local offers
+  if self.EnableCompression then offers = header.joined(hdr, "sec-websocket-extensions") end
+  local c, err = http.switch_protocols(w, key, sub, extra, offers, self.CompressionOptions)
   if not c then
     return nil, errors.new("websocket: " .. err)
   end

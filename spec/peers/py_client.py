@@ -22,6 +22,7 @@ Then (except in close1001) it closes with 4000 and reads the close the server ec
 It writes one line per check to RESULT_FILE (via a temporary file and rename, so the
 spec never reads a half-written file), the last line being "END":
     subprotocol <name>
+    extensions <the server's Sec-WebSocket-Extensions> (websockets offers permessage-deflate)
     echo <text|binary> <size> ok            (or "MISMATCH ...")
     ping <i> ok                             (or "TIMEOUT ...": no pong with that payload)
     close <code> <reason>
@@ -89,6 +90,7 @@ async def run(url, mode, lines, cafile):
         close_timeout=5,
     )
     lines.append("subprotocol %s" % ws.subprotocol)
+    lines.append("extensions %s" % ws.response_headers.get("Sec-WebSocket-Extensions"))
     script = {"messages": SIZES, "big": BIG_SIZES}.get(mode, [])
     for size in script:
         for kind, payload in (("text", text(size)), ("binary", binary(size))):

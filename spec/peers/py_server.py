@@ -15,6 +15,7 @@ PING_PAYLOADS in turn and waited for the pong with that payload.
 It prints (and flushes) one line per event:
     HEADER <X-Interop-Token value>
     SUBPROTOCOL <name or None>
+    EXTENSIONS <its Sec-WebSocket-Extensions answer> (websockets answers permessage-deflate)
     RECEIVED <text|binary> <size> ok (or "MISMATCH ..."): a message of a size in
                                      BIG_SIZES, checked against the shared payload
     PING <i> ok                      (or "TIMEOUT ..."), for "PING-ME"
@@ -83,6 +84,7 @@ def server_preference(client, server):
 async def handler(ws, path):
     say("HEADER %s" % ws.request_headers.get("X-Interop-Token"))
     say("SUBPROTOCOL %s" % ws.subprotocol)
+    say("EXTENSIONS %s" % ws.response_headers.get("Sec-WebSocket-Extensions"))
     try:
         async for msg in ws:
             data = msg.encode() if isinstance(msg, str) else msg

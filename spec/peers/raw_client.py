@@ -8,7 +8,9 @@ either a list of steps or {"steps": [...], "linger": 3, "reply_close": true}.
 
 The client connects to 127.0.0.1:PORT, sends a correct HTTP/1.1 upgrade request for
 PATH (random Sec-WebSocket-Key; the 101 and Sec-WebSocket-Accept are checked), then runs
-the steps while a reader thread records every frame the server sends:
+the steps while a reader thread records every frame the server sends. "headers" in the
+script: header lines the request carries too (e.g. a Sec-WebSocket-Extensions offer).
+Steps:
 
     {"send": "<hex>"}                 send these bytes verbatim (the spec builds the
                                       frames: masked or not, any header bits)
@@ -29,6 +31,7 @@ is false. After the last step it reads until the peer closes TCP or "linger" sec
 (default 3) pass, then prints one JSON line:
 
     handshake       "ok" or what was wrong
+    response_headers the 101's headers (names in lower case)
     frames          every frame received: fin, rsv (3 bits: RSV1=4, RSV2=2, RSV3=1),
                     opcode, masked, len, len_form (7/16/64), payload (hex, unmasked),
                     t (seconds since the last send before it arrived), and for close
@@ -69,12 +72,14 @@ def accept_key(key):
     return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
 
 
-def upgrade_request(path, port):
-    """A correct upgrade request for PATH on 127.0.0.1:PORT with a random key -> key, bytes."""
+def upgrade_request(path, port, headers=()):
+    """A correct upgrade request for PATH on 127.0.0.1:PORT with a random key, plus
+    HEADERS (lines) -> key, bytes."""
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = "".join("%s\r\n" % line for line in headers)
     return key, ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                 % (path, port, key)).encode()
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+                 % (path, port, key, extra)).encode()
 
 
 def load_script(arg):
@@ -390,7 +395,7 @@ def main():
     port, path, script = int(sys.argv[1]), sys.argv[2], load_script(sys.argv[3])
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    key, req = upgrade_request(path, port)
+    key, req = upgrade_request(path, port, script.get("headers", []))
     sock.sendall(req)
     try:
         head, rest = read_http_head(sock)
@@ -411,6 +416,7 @@ def main():
         return 1
     result = Peer(sock, True, script, rest).run()
     result["handshake"] = "ok"
+    result["response_headers"] = h
     emit(result)
     sock.close()
     return 0

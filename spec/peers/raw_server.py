@@ -7,7 +7,9 @@ Listens on 127.0.0.1, port chosen by the system, and prints the port on the firs
 of stdout (flushed). It accepts one connection (within 10 s), reads the HTTP upgrade
 request, checks it (GET, Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Version
 13, a Sec-WebSocket-Key of 16 base64 bytes) and answers 101 with the right
-Sec-WebSocket-Accept and no extension or subprotocol. Then it runs SCRIPT exactly as
+Sec-WebSocket-Accept and no extension or subprotocol (unless the script has
+"answer_headers": header lines the 101 carries, e.g. a Sec-WebSocket-Extensions answer).
+Then it runs SCRIPT exactly as
 raw_client.py does (same steps, same options; see there), sending the bytes verbatim
 (server frames are normally unmasked: the spec builds them), while recording every frame
 the client sends until the client closes TCP or "linger" seconds pass. A close frame
@@ -15,8 +17,9 @@ from the client is answered with an unmasked close frame echoing its code, unles
 "reply_close" is false.
 
 It prints one JSON line, the one raw_client.py prints plus:
-    request         {"path": ..., "problems": [...]}: what was wrong with the upgrade
-                    request (empty when it was fine)
+    request         {"path": ..., "problems": [...], "headers": {...}}: what was wrong with
+                    the upgrade request (empty when it was fine), its headers (names in
+                    lower case)
     all_masked      every frame received was masked (RFC 6455 5.1: client frames must be)
 """
 import base64
@@ -69,12 +72,14 @@ def main():
         problems.append("Sec-WebSocket-Key %r is not base64" % key)
     if rest:
         problems.append("%d bytes sent before the 101" % len(rest))
+    extra = "".join("%s\r\n" % line for line in script.get("answer_headers", []))
     sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
-                  % accept_key(key)).encode())
+                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n"
+                  % (accept_key(key), extra)).encode())
     result = Peer(sock, False, script, rest).run()
     result["handshake"] = "ok"
-    result["request"] = {"path": parts[1] if len(parts) > 1 else None, "problems": problems}
+    result["request"] = {"path": parts[1] if len(parts) > 1 else None, "problems": problems,
+                         "headers": h}
     result["all_masked"] = all(f["masked"] for f in result["frames"])
     emit(result)
     sock.close()

@@ -1,9 +1,11 @@
 // gorilla/websocket client peer for spec/interop_spec.lua.
 //
-// usage: gorilla_client URL RESULT_FILE MODE [-cafile CA]
+// usage: gorilla_client URL RESULT_FILE MODE [-cafile CA] [compress]
 //
 // A wss:// URL is verified against CA (a PEM file) with -cafile (the Dialer's
-// TLSClientConfig.RootCAs), else the system's CAs.
+// TLSClientConfig.RootCAs), else the system's CAs. "compress" sets the Dialer's
+// EnableCompression (spec/interop_deflate_spec.lua) and adds a line
+// "extensions <the server's Sec-WebSocket-Extensions>" to the result.
 //
 // Dials URL offering the subprotocols "b, a" and an X-Interop-Token header, then by MODE:
 //
@@ -98,9 +100,10 @@ func compare(gotType int, got []byte, wantType int, want []byte) string {
 	return "ok"
 }
 
-func run(url, mode, cafile string, lines *[]string) error {
+func run(url, mode, cafile string, compress bool, lines *[]string) error {
 	add := func(format string, a ...interface{}) { *lines = append(*lines, fmt.Sprintf(format, a...)) }
-	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"}}
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"b", "a"},
+		EnableCompression: compress}
 	if cafile != "" {
 		pem, err := os.ReadFile(cafile)
 		if err != nil {
@@ -112,12 +115,15 @@ func run(url, mode, cafile string, lines *[]string) error {
 		}
 		dialer.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
-	c, _, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
+	c, resp, err := dialer.Dial(url, http.Header{"X-Interop-Token": {token}})
 	if err != nil {
 		return fmt.Errorf("dial: %v", err)
 	}
 	defer c.Close()
 	add("subprotocol %s", c.Subprotocol())
+	if compress {
+		add("extensions %s", resp.Header.Get("Sec-WebSocket-Extensions"))
+	}
 	script := sizes
 	switch mode {
 	case "messages":
@@ -234,12 +240,20 @@ func run(url, mode, cafile string, lines *[]string) error {
 
 func main() {
 	url, result, mode := os.Args[1], os.Args[2], os.Args[3]
-	cafile := ""
-	if len(os.Args) == 6 && os.Args[4] == "-cafile" {
-		cafile = os.Args[5]
+	cafile, compress := "", false
+	for i := 4; i < len(os.Args); i++ {
+		switch os.Args[i] {
+		case "-cafile":
+			if i+1 < len(os.Args) {
+				cafile = os.Args[i+1]
+				i++
+			}
+		case "compress":
+			compress = true
+		}
 	}
 	var lines []string
-	if err := run(url, mode, cafile, &lines); err != nil {
+	if err := run(url, mode, cafile, compress, &lines); err != nil {
 		lines = append(lines, "error "+err.Error())
 	}
 	lines = append(lines, "END")

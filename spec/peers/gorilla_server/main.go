@@ -1,6 +1,8 @@
 // gorilla/websocket echo server peer for spec/interop_spec.lua.
 //
-// usage: gorilla_server [-tls CERT KEY]
+// usage: gorilla_server [-compress] [-tls CERT KEY]
+//
+// -compress sets the Upgrader's EnableCompression (spec/interop_deflate_spec.lua).
 //
 // Listens on 127.0.0.1, port chosen by the system, and prints the port on the first line
 // of stdout. With -tls it serves HTTPS and wss:// (http.ServeTLS) with that certificate
@@ -210,6 +212,12 @@ func echo(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
+	args := os.Args[1:]
+	// -compress: permessage-deflate (spec/interop_deflate_spec.lua)
+	if len(args) > 0 && args[0] == "-compress" {
+		upgrader.EnableCompression = true
+		args = args[1:]
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -217,8 +225,8 @@ func main() {
 	}
 	say("%d", ln.Addr().(*net.TCPAddr).Port)
 	http.HandleFunc("/", echo)
-	if len(os.Args) == 4 && os.Args[1] == "-tls" {
-		fmt.Fprintln(os.Stderr, http.ServeTLS(ln, nil, os.Args[2], os.Args[3]))
+	if len(args) == 3 && args[0] == "-tls" {
+		fmt.Fprintln(os.Stderr, http.ServeTLS(ln, nil, args[1], args[2]))
 	} else {
 		fmt.Fprintln(os.Stderr, http.Serve(ln, nil))
 	}
