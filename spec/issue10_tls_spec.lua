@@ -4,14 +4,32 @@
 -- texts.
 --
 -- Certificates are made at run time with the openssl tool (spec/tls_certs.lua): a test
--- CA, a server certificate for localhost and 127.0.0.1, a client certificate, a
--- self-signed one, an expired one and one for example.com. Independent peers:
--- spec/peers/tls_peer.py (Python's ssl: HTTPS GETs with a chosen version, ALPN or client
--- certificate; a WebSocket over TLS that checks close_notify; a plain HTTP request; a
--- server that never answers; one that answers HTTP), spec/peers/slow_reader.py --tls
--- (a reader with a 4 KiB receive buffer that reads late), Python's websockets
--- (spec/peers/py_server.py --tls) and Node's https module when node is installed. The
--- interop over TLS with Python websockets and gorilla is in spec/interop_spec.lua.
+-- CA, a server certificate for localhost and 127.0.0.1, one by an intermediate CA, a
+-- client certificate, a self-signed one, an expired one (openssl ca -startdate) and one
+-- for example.com.
+--
+--   server: an HTTPS page and a WebSocket on one port, r.TLS; TLS 1.2 and 1.3 clients;
+--     ALPN (http/1.1; only h2: no_application_protocol); Min/MaxVersion; several
+--     certificates picked by SNI; a certificate file's intermediate sent; a 5 MB HTTPS
+--     response then close_notify; Go's 400 for plain HTTP; ListenAndServeTLS in a child
+--     until SIGTERM; Workers = 2 over TLS; ClientAuth 1..4 with ClientCAs (file, hashed
+--     directory); bad files: clear errors, an encrypted key never prompts.
+--   client: RootCAs (file, hashed directory), resp.TLS's fields; unknown authority,
+--     expired, wrong host (URL host, ServerName, ServerName = ""), ServerName override,
+--     InsecureSkipVerify; a plain HTTP server, a plain luaws server, a silent server
+--     (HandshakeTimeout, no busy wait), an alert, a TLS server on ws://; Python's
+--     websockets over TLS; Node's https.
+--   bytes: 0 B .. 16 MiB both ways; a slow reader (also with a 64 KiB send buffer in a
+--     network namespace, so ciphertext sends are cut short); 50 concurrent connections;
+--     a server that writes and closes right after the upgrade; close codes both ways, a
+--     write after the close handshake, close_notify.
+--   Node's ws (spec/peers/node) over TLS both ways, with and without compression.
+--
+-- Peers: spec/peers/tls_peer.py (Python's ssl: HTTPS GETs with a chosen version, ALPN or
+-- client certificate, a raw WebSocket over TLS that checks close_notify, a plain HTTP
+-- request, servers that never answer, answer HTTP or an alert), spec/peers/slow_reader.py
+-- --tls, py_server.py --tls, node/peer.js --tls/--cafile. The interop over TLS with
+-- Python websockets and gorilla in both roles is in spec/interop_spec.lua.
 --
 -- Run from the repository root: busted --lua=lua5.4 spec/issue10_tls_spec.lua
 local support = require "support"
@@ -996,4 +1014,120 @@ fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x41))
     assert.are.equal(1000, r.close)
     assert.are.equal("close_notify", r["end"], "how the server ended the TLS stream")
   end)
+end)
+
+-- Node ws ------------------------------------------------------------------------------
+
+-- spec/peers/node/peer.js (Node's ws, installed by scripts/deps.sh with npm ci): its
+-- shared messages are text and binary payloads of these sizes (binary: byte i is
+-- (i * 131 + (i >> 8) * 17 + 7) & 255, as spec/interop_spec.lua's).
+local NODE_DIR = support.peer("node")
+local NODE_SIZES = { 0, 1, 125, 126, 127, 65535, 65536, 1048576 }
+local function node_binary(n)
+  local period = {}
+  for base = 0, 65535, 256 do
+    local block = {}
+    for i = base, base + 255 do block[#block + 1] = (i * 131 + (i >> 8) * 17 + 7) & 255 end
+    period[#period + 1] = string.char(table.unpack(block))
+  end
+  local p = table.concat(period)
+  return p:rep(n // 65536 + 1):sub(1, n)
+end
+
+describe("issue 10: Node's ws over TLS", function()
+  local node
+  before_each(function()
+    node = support.sh_output("command -v node || true")
+    if node ~= "" then
+      assert(support.read_file(NODE_DIR .. "/node_modules/ws/package.json"),
+        "Node's ws is not installed: run `npm ci` in spec/peers/node (scripts/deps.sh does)")
+    end
+  end)
+
+  for _, compress in ipairs({ false, true }) do
+    it("a Node ws client (verifying with the CA) gets 0 B .. 1 MiB back byte-exact from a luaws wss:// server" ..
+      (compress and ", compressed" or ""), function()
+      if node == "" then
+        pending("node is not installed")
+        return
+      end
+      local upgrader = websocket.Upgrader{ EnableCompression = compress }
+      local seen = { received = 0 }
+      local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+        local c = upgrader:Upgrade(w, r)
+        if not c then return end
+        while true do
+          local mt, data, err = c:ReadMessage()
+          if not mt then
+            seen.err = err
+            break
+          end
+          seen.received = seen.received + 1
+          c:WriteMessage(mt, data)
+        end
+        c:Close()
+      end, { TLS = server_tls() }))
+      finally(function() srv:Close() end)
+      local result = certs.dir .. "/node-client-" .. tostring(compress) .. ".result"
+      local child = support.spawn(("%s %s client %s %s messages %s --cafile %s"):format(q(node),
+        q(NODE_DIR .. "/peer.js"), q(wss(srv:Port(), "/echo", "localhost")), q(result),
+        q(cjson.encode(compress)), q(certs.ca)))
+      finally(function() support.stop(child) end)
+      assert(support.wait_for(function() return support.read_file(result) end, 30),
+        "the Node client wrote no result:\n" .. support.output(child))
+      local lines, echoes = {}, 0
+      for line in support.read_file(result):gmatch("[^\n]+") do lines[#lines + 1] = line end
+      local text = table.concat(lines, "\n")
+      for _, line in ipairs(lines) do
+        assert(not line:match("^error"), text)
+        if line:match("^echo ") then
+          assert.matches(" ok$", line)
+          echoes = echoes + 1
+        end
+      end
+      assert.are.equal(2 * #NODE_SIZES, echoes, text)
+      assert.are.equal(compress, text:find("extensions permessage-deflate", 1, true) ~= nil, text)
+      assert.matches("\nclose 1000", text, 1, true)
+      assert(support.wait_for(function() return seen.err end, 5))
+      assert.are.equal(2 * #NODE_SIZES, seen.received)
+      assert.are.equal(1000, seen.err.code)
+    end)
+
+    it("a luaws client (RootCAs) gets 0 B .. 1 MiB back byte-exact from a Node ws wss:// server" ..
+      (compress and ", compressed" or ""), function()
+      if node == "" then
+        pending("node is not installed")
+        return
+      end
+      local child = support.spawn(("%s %s server %s --tls %s %s"):format(q(node), q(NODE_DIR .. "/peer.js"),
+        q(cjson.encode(compress)), q(certs.server), q(certs.server_key)))
+      finally(function() support.stop(child) end)
+      local port = support.wait_for(function() return tonumber(support.output(child):match("^(%d+)\n")) end, 10)
+      assert(port, "the Node server printed no port:\n" .. support.output(child))
+      local d = websocket.Dialer{ HandshakeTimeout = 10, EnableCompression = compress,
+        TLSClientConfig = { RootCAs = certs.ca } }
+      local problems, resp = support.run(function()
+        local c, resp, err = d:Dial(wss(port, "/echo", "localhost"))
+        if not c then return { "Dial: " .. tostring(err) } end
+        local problems = {}
+        for _, n in ipairs(NODE_SIZES) do
+          for _, m in ipairs({ { websocket.TextMessage, text(n) }, { websocket.BinaryMessage, node_binary(n) } }) do
+            assert(c:WriteMessage(m[1], m[2]))
+            local mt, data, rerr = c:ReadMessage()
+            if mt ~= m[1] or data ~= m[2] then
+              problems[#problems + 1] = ("%d bytes (type %d): %s"):format(n, m[1],
+                tostring(rerr or support.diff(data, m[2])))
+            end
+          end
+        end
+        c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+        c:ReadMessage()
+        c:Close()
+        return problems, resp
+      end, 30)
+      assert.are.same({}, problems)
+      assert.are.equal(compress, (resp.Header:Get("Sec-WebSocket-Extensions") or ""):find("permessage-deflate", 1, true) ~= nil)
+      assert.are.equal("CN=localhost", resp.TLS.PeerCertificates[1].Subject)
+    end)
+  end
 end)

@@ -1,18 +1,20 @@
 // Node ws peer for spec/interop_deflate_spec.lua: permessage-deflate with the options
 // the spec gives (ws's perMessageDeflate object, JSON; false: none).
 //
-// usage: node peer.js server OPTIONS
-//          listens on 127.0.0.1 (port chosen by the system), prints the port on the
+// usage: node peer.js server OPTIONS [--tls CERT KEY]
+//          listens on 127.0.0.1 (port chosen by the system; with --tls over TLS, wss://,
+//          with that certificate and key), prints the port on the
 //          first line, then for each connection "EXTENSIONS <its answer>" and echoes every
 //          message with its type; messages of a size in BIG_SIZES are checked against the
 //          shared payload ("RECEIVED <text|binary> <size> ok" or "MISMATCH ...").
-//        node peer.js client URL RESULT MODE OPTIONS
-//          sends the shared messages (MODE "messages": 0 B to 1 MiB; "big": 16 MiB),
+//        node peer.js client URL RESULT MODE OPTIONS [--cafile CA]
+//          (a wss:// URL verified against CA with --cafile) sends the shared messages (MODE "messages": 0 B to 1 MiB; "big": 16 MiB),
 //          each text and binary, reads each echo and writes to RESULT the lines
 //          "extensions <the server's answer>", "echo <text|binary> <size> ok|MISMATCH ...", "END"
 //          (or "error ..." before END), as spec/peers/py_client.py does.
 "use strict";
 const fs = require("fs");
+const https = require("https");
 const path = require("path");
 const WebSocket = require(path.join(__dirname, "node_modules", "ws"));
 
@@ -39,10 +41,17 @@ function compare(isBinary, got, wantBinary, want) {
   return i < 0 ? "ok" : "MISMATCH at byte " + i;
 }
 
-function server(options) {
-  const wss = new WebSocket.Server({ host: "127.0.0.1", port: 0, perMessageDeflate: options,
-    maxPayload: 0 });
-  wss.on("listening", () => console.log(String(wss.address().port)));
+function server(options, tls) {
+  let wss;
+  if (tls) {
+    const https_server = https.createServer({ cert: fs.readFileSync(tls[0]), key: fs.readFileSync(tls[1]) });
+    wss = new WebSocket.Server({ server: https_server, perMessageDeflate: options, maxPayload: 0 });
+    https_server.listen(0, "127.0.0.1", () => console.log(String(https_server.address().port)));
+  } else {
+    wss = new WebSocket.Server({ host: "127.0.0.1", port: 0, perMessageDeflate: options,
+      maxPayload: 0 });
+    wss.on("listening", () => console.log(String(wss.address().port)));
+  }
   wss.on("headers", (headers) => {
     const ext = headers.find((h) => /^sec-websocket-extensions:/i.test(h));
     console.log("EXTENSIONS " + (ext ? ext.replace(/^[^:]*:\s*/, "") : "none"));
@@ -58,7 +67,7 @@ function server(options) {
   });
 }
 
-function client(url, result, mode, options) {
+function client(url, result, mode, options, cafile) {
   const lines = [];
   const finish = (err) => {
     if (err) lines.push("error " + err);
@@ -68,7 +77,8 @@ function client(url, result, mode, options) {
     process.exit(0);
   };
   setTimeout(() => finish("timed out"), 60000).unref();
-  const ws = new WebSocket(url, { perMessageDeflate: options, maxPayload: 0 });
+  const ws = new WebSocket(url, { perMessageDeflate: options, maxPayload: 0,
+    ca: cafile ? fs.readFileSync(cafile) : undefined });
   const script = [];
   for (const n of mode === "big" ? BIG_SIZES : SIZES) {
     script.push(["text", n, false, text(n)], ["binary", n, true, binary(n)]);
@@ -100,5 +110,5 @@ function client(url, result, mode, options) {
 }
 
 const [role, ...args] = process.argv.slice(2);
-if (role === "server") server(JSON.parse(args[0]));
-else client(args[0], args[1], args[2], JSON.parse(args[3]));
+if (role === "server") server(JSON.parse(args[0]), args[1] === "--tls" ? args.slice(2, 4) : null);
+else client(args[0], args[1], args[2], JSON.parse(args[3]), args[4] === "--cafile" ? args[5] : null);
