@@ -410,6 +410,8 @@ int luaws_pmd_rx_begin(luaws_conn *c)
 	struct luaws_pmd *d = c->pmd;
 	if (!d->rx)
 		d->rx = d->p.rx_no_takeover ? take_inflater(c->loop) : new_inflater(d->p.rx_bits);
+	else if (d->p.rx_no_takeover)
+		inflateReset(&d->rx->z); /* the last message never ended: no context */
 	d->rx_msg = 1;
 	d->rx_end = 0;
 	d->rx_data = 0;

@@ -243,14 +243,14 @@ void luaws_receive(luaws_conn *c, unsigned char *in, size_t len)
 		return; /* after a close frame or a failure nothing the peer sends counts */
 	if (rx->holding) {
 		/* bytes read before reading paused: after the held ones */
-		if (luaws_buf_append(&rx->held_raw, in, len))
+		if (len && luaws_buf_append(&rx->held_raw, in, len))
 			luaws_conn_fail(c, 1011, "out of memory");
 		return;
 	}
 	rx->receiving = 1;
 	while ((rc = luaws_frame_next(&rx->parser, &in, &len, &ev)) > 0) {
 		rc = (ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev);
-		if (rc > 0 && luaws_buf_append(&rx->held_raw, in, len))
+		if (rc > 0 && len && luaws_buf_append(&rx->held_raw, in, len))
 			rc = luaws_conn_fail(c, 1011, "out of memory"); /* the rest waits too */
 		if (rc || !luaws_conn_reading(c))
 			break;
