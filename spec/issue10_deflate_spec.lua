@@ -812,8 +812,10 @@ describe("issue 10: the read limit counts inflated bytes", function()
     local got = cjson.decode(support.output(server):match("\n(%b{})"))
     assert.are.equal(1024 * 1024 * 1024, got.bytes)
     assert.is_true(got.zeros, "every byte read is a zero")
+    -- (under ASan the 1 GiB of 64 KiB strings the reader made and dropped sits in its
+    -- 256 MiB quarantine: no bound to check there)
     local grew = got.peak - got.before
-    assert.is_true(grew < 12 * 1024 * SLACK, ("the server grew by %d KiB"):format(grew))
+    assert.is_true(SLACK > 1 or grew < 12 * 1024, ("the server grew by %d KiB"):format(grew))
   end)
 
   it("a compressed message within the limit is read whole; one byte over is refused", function()
