@@ -98,6 +98,7 @@ void luaws_conn_closed(luaws_conn *c, enum luaws_err kind, const char *error)
 	}
 	luaws_sender_free(c);
 	luaws_pmd_release(c);
+	luaws_receiver_drop_held(&c->rx);
 	luaws_inbox_drop_partial(&c->inbox); /* whole messages stay readable */
 	luaws_wake(c->loop, &c->waitable);
 }
@@ -134,8 +135,16 @@ static void set_rx(luaws_conn *c, int paused)
 
 void luaws_conn_update_rx(luaws_conn *c)
 {
+	if (c->rx.holding)
+		luaws_receive_resume(c); /* the reader may have caught up */
 	if (!c->wsi || !luaws_conn_reading(c))
 		return;
+	if (c->rx.holding) {
+		/* inflating stopped: so does reading (what comes meanwhile waits after it) */
+		if (!c->rx_paused)
+			set_rx(c, 1);
+		return;
+	}
 	if (!c->rx_paused && rx_should_pause(c, RX_PAUSE_BYTES))
 		set_rx(c, 1);
 	else if (c->rx_paused && !rx_should_pause(c, RX_PAUSE_BYTES / 2))

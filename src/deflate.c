@@ -53,6 +53,7 @@ struct luaws_pmd {
 	unsigned char rx_msg;     /* a compressed message is being received */
 	unsigned char rx_end;     /* its deflate stream ended (a block with BFINAL) */
 	unsigned char rx_data;    /* it had some payload */
+	unsigned char rx_tail;    /* the empty block the sender left off is being fed */
 	pmd_z *tx, *rx;
 };
 
@@ -409,9 +410,12 @@ int luaws_pmd_rx_begin(luaws_conn *c)
 	struct luaws_pmd *d = c->pmd;
 	if (!d->rx)
 		d->rx = d->p.rx_no_takeover ? take_inflater(c->loop) : new_inflater(d->p.rx_bits);
+	else if (d->p.rx_no_takeover)
+		inflateReset(&d->rx->z); /* the last message never ended: no context */
 	d->rx_msg = 1;
 	d->rx_end = 0;
 	d->rx_data = 0;
+	d->rx_tail = 0;
 	return d->rx ? 0 : -1;
 }
 
@@ -445,25 +449,29 @@ static int rx_end(luaws_conn *c)
  * the empty stored block the sender left off is put back), handing each piece of
  * output to sink. At most max_out bytes are produced (UINT64_MAX: no bound). 0, or the
  * close code to fail the connection with (*why says why): 1007 for invalid compressed
- * data, 1009 when the output would pass max_out, 1011 when out of memory; or -1 when
- * sink refused a piece (it failed the connection itself). */
+ * data, 1009 when the output would pass max_out, 1011 when out of memory; -1 when sink
+ * refused a piece (it failed the connection itself); LUAWS_PMD_HELD when sink asked to
+ * stop for now (the reader is behind): *rest and *rest_len are the input not inflated
+ * yet (maybe none, maybe part of the put-back block), to pass again, with final, when
+ * the reader has caught up. */
 int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int final,
-		      uint64_t max_out, luaws_pmd_sink sink, const char **why)
+		      uint64_t max_out, luaws_pmd_sink sink, const char **why,
+		      const unsigned char **rest, size_t *rest_len)
 {
 	struct luaws_pmd *d = c->pmd;
 	struct luaws_pmd_pool *pool = pool_of(c->loop);
 	pmd_z *s = d->rx;
-	int fed_tail = 0, full = 0;
+	int full = 0;
 	uint64_t produced = 0;
 	*why = "out of memory";
 	if (!pool || !s)
 		return 1011;
-	if (n)
+	if (n && !d->rx_tail)
 		d->rx_data = 1;
 	/* an empty payload is an empty message (RFC 7692 wants at least one byte, 0x00;
 	 * Python's websockets and Node's ws take none as well) */
 	if (final && !d->rx_data)
-		fed_tail = 1;
+		d->rx_tail = 1;
 	s->z.next_in = (unsigned char *)in;
 	s->z.avail_in = (uInt)n;
 	for (;;) {
@@ -472,11 +480,11 @@ int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int fina
 		if (d->rx_end)
 			break; /* after a block with BFINAL the rest of the message is padding */
 		if (!s->z.avail_in && !full) {
-			if (!final || fed_tail)
+			if (!final || d->rx_tail)
 				break;
 			s->z.next_in = (unsigned char *)tail;
 			s->z.avail_in = sizeof(tail);
-			fed_tail = 1;
+			d->rx_tail = 1;
 		}
 		if (max_out != UINT64_MAX && room > max_out - produced + 1)
 			room = (size_t)(max_out - produced + 1);
@@ -498,8 +506,16 @@ int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int fina
 			*why = "message too big";
 			return 1009;
 		}
-		if (got && sink(c, pool->chunk, got))
-			return -1;
+		if (got) {
+			int held = sink(c, pool->chunk, got);
+			if (held < 0)
+				return -1;
+			if (held && (s->z.avail_in || full || (final && !d->rx_tail))) {
+				*rest = s->z.next_in;
+				*rest_len = s->z.avail_in;
+				return LUAWS_PMD_HELD;
+			}
+		}
 		if (!got && rc == Z_BUF_ERROR && s->z.avail_in) {
 			*why = "invalid compressed data";
 			return 1007;

@@ -238,6 +238,11 @@ typedef struct luaws_receiver {
 	unsigned char utf8[3];    /* UTF-8 check across the fragments of a text message */
 	unsigned char ctl_len;
 	unsigned char inflating;  /* the message being received is compressed */
+	unsigned char receiving;  /* inside luaws_receive */
+	unsigned char holding;    /* inflating stopped until the reader catches up: */
+	unsigned char held_final; /* held_payload ends the message */
+	luaws_buf held_payload;   /* the compressed bytes of the frame not inflated yet */
+	luaws_buf held_raw;       /* what came after them, not parsed yet */
 	unsigned char ctl[125];   /* the control frame being received */
 	uint64_t msg_len;         /* bytes of the message being received, for the limit */
 	int64_t read_limit;       /* 0: none */
@@ -295,6 +300,8 @@ void luaws_conn_add_methods(lua_State *L, const luaL_Reg *methods);
 void luaws_receiver_init(luaws_receiver *rx, int is_client);
 void luaws_receive(luaws_conn *c, unsigned char *in, size_t len);
 void luaws_receive_last(luaws_conn *c, int fd, struct luaws_tls *tls);
+void luaws_receive_resume(luaws_conn *c);
+void luaws_receiver_drop_held(luaws_receiver *rx);
 void luaws_receiver_free(luaws_receiver *rx);
 int luaws_receiver_open(lua_State *L);
 
@@ -428,7 +435,10 @@ typedef struct luaws_pmd_params {
 	signed char level;
 } luaws_pmd_params;
 
+/* Takes a piece of inflated output: 0 to go on, 1 to stop for now (the reader is
+ * behind), -1 when it failed the connection. */
 typedef int (*luaws_pmd_sink)(luaws_conn *c, const unsigned char *p, size_t n);
+#define LUAWS_PMD_HELD (-2)
 
 void luaws_pmd_default_config(luaws_pmd_config *cfg);
 void luaws_pmd_read_config(lua_State *L, int idx, luaws_pmd_config *cfg);
@@ -451,7 +461,8 @@ int luaws_pmd_compress_alone(luaws_loop *loop, int bits, int mem_level, int leve
 			     const unsigned char *p, size_t n, luaws_buf *out);
 int luaws_pmd_rx_begin(luaws_conn *c);
 int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int final,
-		      uint64_t max_out, luaws_pmd_sink sink, const char **why);
+		      uint64_t max_out, luaws_pmd_sink sink, const char **why,
+		      const unsigned char **rest, size_t *rest_len);
 int luaws_deflate_open(lua_State *L);
 
 /* prepared.c */

@@ -26,9 +26,29 @@ void luaws_receiver_init(luaws_receiver *rx, int is_client)
 	rx->parser.expect_masked = !is_client;
 }
 
+void luaws_receiver_drop_held(luaws_receiver *rx)
+{
+	rx->holding = 0;
+	luaws_buf_free(&rx->held_payload);
+	luaws_buf_free(&rx->held_raw);
+}
+
 void luaws_receiver_free(luaws_receiver *rx)
 {
 	luaws_buf_free(&rx->ctl_in);
+	luaws_receiver_drop_held(rx);
+}
+
+/* A streaming reader that is behind stops inflating at this many unread bytes. */
+#define HOLD_BYTES (1024 * 1024)
+
+/* Should inflating stop until the reader catches up? Not for the message a
+ * whole-message reader waits to complete (the read limit bounds that one). */
+static int should_hold(const luaws_conn *c)
+{
+	if (luaws_inbox_unread(&c->inbox) < HOLD_BYTES)
+		return 0;
+	return !(c->inbox.msgs == 0 && luaws_inbox_partial_type(&c->inbox) && !c->streaming);
 }
 
 /* Room reserved for a message when its first frame begins: the whole frame, up to
@@ -45,7 +65,8 @@ static size_t first_reserve(const luaws_receiver *rx, uint64_t frame_len)
 	return want < FIRST_RESERVE ? (size_t)want : FIRST_RESERVE;
 }
 
-/* Bytes of the message being received (as they came, or inflated): checked and kept. */
+/* Bytes of the message being received (as they came, or inflated): checked and kept.
+ * 1 when inflating should stop for now (should_hold). */
 static int message_bytes(luaws_conn *c, const unsigned char *p, size_t n)
 {
 	luaws_receiver *rx = &c->rx;
@@ -54,26 +75,60 @@ static int message_bytes(luaws_conn *c, const unsigned char *p, size_t n)
 		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
 	if (luaws_inbox_append(&c->inbox, p, n, luaws_conn_rx_pool(c)))
 		return luaws_conn_fail(c, 1011, "out of memory");
-	return 0;
+	return rx->inflating && should_hold(c);
 }
 
-/* A chunk of a compressed message: inflated, the read limit counting what it inflates
- * to (so a small frame that would inflate to gigabytes is refused once the limit is
- * passed, having cost no more memory than the limit). */
-static int inflate_chunk(luaws_conn *c, const luaws_frame_event *ev, int final)
+/* Compressed bytes of a message: inflated, the read limit counting what they inflate to
+ * (so a small frame that would inflate to gigabytes is refused once the limit is passed,
+ * having cost no more memory than the limit). 0, -1 when the connection failed, or 1
+ * when inflating stopped for a reader that is behind: the rest is in held_payload. */
+static int inflate_bytes(luaws_conn *c, const unsigned char *p, size_t n, int final)
 {
 	luaws_receiver *rx = &c->rx;
 	uint64_t max = UINT64_MAX;
+	const unsigned char *rest;
+	size_t rest_len;
 	const char *why;
 	int code;
 	if (rx->read_limit > 0)
 		max = rx->msg_len < (uint64_t)rx->read_limit ? (uint64_t)rx->read_limit - rx->msg_len : 0;
-	code = luaws_pmd_inflate(c, ev->data, ev->len, final, max, message_bytes, &why);
+	code = luaws_pmd_inflate(c, p, n, final, max, message_bytes, &why, &rest, &rest_len);
+	if (code == LUAWS_PMD_HELD) {
+		luaws_buf was = rx->held_payload; /* p may point into it: copy, then free */
+		memset(&rx->held_payload, 0, sizeof(rx->held_payload));
+		if (luaws_buf_append(&rx->held_payload, rest, rest_len) ||
+		    luaws_buf_append(&rx->held_payload, "", 1)) {
+			luaws_buf_free(&was);
+			return luaws_conn_fail(c, 1011, "out of memory");
+		}
+		rx->held_payload.len--;
+		luaws_buf_free(&was);
+		rx->held_final = (unsigned char)final;
+		rx->holding = 1;
+		if (c->streaming)
+			luaws_conn_received(c);
+		return 1;
+	}
 	if (code == 1009)
 		return luaws_conn_fail_read_limit(c);
 	if (code > 0)
 		return luaws_conn_fail(c, code, why);
 	return code;
+}
+
+/* The chunk of a message ended (final: the message did). */
+static int chunk_done(luaws_conn *c, int final, uint64_t had)
+{
+	luaws_receiver *rx = &c->rx;
+	if (final && luaws_inbox_partial_type(&c->inbox) == 1 && rx->utf8[0])
+		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
+	if (final) {
+		if (luaws_inbox_finish(&c->inbox))
+			luaws_conn_received(c);
+	} else if (c->streaming && rx->msg_len > had) {
+		luaws_conn_received(c);
+	}
+	return 0;
 }
 
 /* A chunk of a text or binary message. */
@@ -101,17 +156,14 @@ static int data_chunk(luaws_conn *c, const luaws_frame_event *ev)
 			return luaws_conn_fail(c, 1011, "out of memory");
 	}
 	had = rx->msg_len;
-	if (rx->inflating ? inflate_chunk(c, ev, final) : message_bytes(c, ev->data, ev->len))
+	if (rx->inflating) {
+		int rc = inflate_bytes(c, ev->data, ev->len, final);
+		if (rc)
+			return rc;
+	} else if (message_bytes(c, ev->data, ev->len) < 0) {
 		return -1;
-	if (final && luaws_inbox_partial_type(&c->inbox) == 1 && rx->utf8[0])
-		return luaws_conn_fail(c, 1007, "invalid UTF-8 in text message");
-	if (final) {
-		if (luaws_inbox_finish(&c->inbox))
-			luaws_conn_received(c);
-	} else if (c->streaming && rx->msg_len > had) {
-		luaws_conn_received(c);
 	}
-	return 0;
+	return chunk_done(c, final, had);
 }
 
 /* Close codes a peer may send (RFC 6455 §7.4; 1012-1014 registered since, and gorilla
@@ -184,21 +236,63 @@ static int control_chunk(luaws_conn *c, const luaws_frame_event *ev)
 
 void luaws_receive(luaws_conn *c, unsigned char *in, size_t len)
 {
+	luaws_receiver *rx = &c->rx;
 	luaws_frame_event ev;
-	int rc;
+	int rc = 0;
 	if (!luaws_conn_reading(c))
 		return; /* after a close frame or a failure nothing the peer sends counts */
-	while ((rc = luaws_frame_next(&c->rx.parser, &in, &len, &ev)) > 0) {
-		if ((ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev))
-			return;
-		if (!luaws_conn_reading(c))
-			return;
-	}
-	if (rc < 0) {
-		luaws_conn_fail(c, ev.code, ev.reason);
+	if (rx->holding) {
+		/* bytes read before reading paused: after the held ones */
+		if (len && luaws_buf_append(&rx->held_raw, in, len))
+			luaws_conn_fail(c, 1011, "out of memory");
 		return;
 	}
-	luaws_conn_update_rx(c);
+	rx->receiving = 1;
+	while ((rc = luaws_frame_next(&rx->parser, &in, &len, &ev)) > 0) {
+		rc = (ev.opcode & 8) ? control_chunk(c, &ev) : data_chunk(c, &ev);
+		if (rc > 0 && len && luaws_buf_append(&rx->held_raw, in, len))
+			rc = luaws_conn_fail(c, 1011, "out of memory"); /* the rest waits too */
+		if (rc || !luaws_conn_reading(c))
+			break;
+	}
+	rx->receiving = 0;
+	if (rc < 0 && luaws_conn_reading(c))
+		luaws_conn_fail(c, ev.code, ev.reason);
+	else if (rc >= 0)
+		luaws_conn_update_rx(c);
+}
+
+/* The reader caught up with a message whose inflating stopped: go on with it, then
+ * with what was read after it (either may stop again). */
+void luaws_receive_resume(luaws_conn *c)
+{
+	luaws_receiver *rx = &c->rx;
+	luaws_buf raw;
+	uint64_t had = rx->msg_len;
+	if (!rx->holding || rx->receiving)
+		return;
+	if (!luaws_conn_reading(c)) {
+		luaws_receiver_drop_held(rx);
+		return;
+	}
+	if (should_hold(c))
+		return;
+	rx->holding = 0;
+	rx->receiving = 1;
+	if (inflate_bytes(c, rx->held_payload.data, rx->held_payload.len, rx->held_final) ||
+	    chunk_done(c, rx->held_final, had)) {
+		rx->receiving = 0;
+		return; /* held again, or failed */
+	}
+	rx->receiving = 0;
+	luaws_buf_free(&rx->held_payload);
+	raw = rx->held_raw;
+	memset(&rx->held_raw, 0, sizeof(rx->held_raw));
+	if (raw.len)
+		luaws_receive(c, raw.data, raw.len);
+	else
+		luaws_conn_update_rx(c);
+	luaws_buf_free(&raw);
 }
 
 static int receive_plain(void *c, unsigned char *plain, size_t n)
