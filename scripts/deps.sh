@@ -15,7 +15,7 @@
 # spec/issue10_chromium_spec.lua -- ws://, wss:// and permessage-deflate as browsers speak
 # them; about 300 MB installed, which the CI budget allows.
 set -euo pipefail
-PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl
+PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl curl
       libwebsockets-evlib-uv libuv1-dev zlib1g-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
       lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody tinyproxy microsocks chromium)

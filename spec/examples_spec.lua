@@ -97,6 +97,60 @@ sys.stdout.write(r.read().decode())
   end)
 end)
 
+describe("examples/echo_server.lua -cert -key with examples/client.lua -tls (issue 10)", function()
+  local server, port, cert
+
+  lazy_setup(function()
+    cert = support.self_signed_cert()
+    port = support.free_port()
+    server = support.spawn(("lua5.4 examples/echo_server.lua -addr 127.0.0.1:%d -cert %s -key %s")
+      :format(port, cert.file, cert.key))
+    assert(support.wait_port(port, 10), "the echo server did not start listening:\n" ..
+      support.output(server))
+  end)
+
+  lazy_teardown(function()
+    support.stop(server)
+    cert.remove()
+  end)
+
+  it("the client dials wss:// with -tls -cafile, echoes ticks and closes on SIGINT", function()
+    local client = support.spawn(("lua5.4 examples/client.lua -addr 127.0.0.1:%d -tls -cafile %s")
+      :format(port, cert.file))
+    finally(function() support.stop(client) end)
+    support.wait_for(function()
+      return #lines_with(support.output(client), "client recv: ") >= 2
+    end, 15, 0.05)
+    support.kill(client, "INT")
+    assert.are.equal(0, support.wait(client, 10))
+    local out = support.output(client)
+    assert.matches("connecting to wss://127%.0%.0%.1:" .. port .. "/echo\n", out)
+    assert.is_true(#lines_with(out, "client recv: ") >= 2, out)
+    assert.matches("read: websocket: close 1000 %(normal%)", out)
+  end)
+
+  it("-url dials the URL given, and without -cafile the self-signed certificate is refused", function()
+    local client = support.spawn(("lua5.4 examples/client.lua -url wss://127.0.0.1:%d/echo")
+      :format(port))
+    finally(function() support.stop(client) end)
+    local status = support.wait(client, 15)
+    local out = support.output(client)
+    assert.are_not.equal(0, status, out)
+    assert.matches("connecting to wss://127%.0%.0%.1:" .. port .. "/echo\n", out)
+    assert.matches("dial:.*certificate signed by unknown authority", out)
+  end)
+
+  it("serves its page over HTTPS, pointing at wss://", function()
+    local d = websocket.Dialer{ TLSClientConfig = { RootCAs = cert.file } }
+    local c, resp, err = d:Dial("wss://127.0.0.1:" .. port .. "/echo")
+    assert.is_nil(err)
+    c:Close()
+    assert.are.equal(0x0304, resp.TLS.Version)
+    local page = support.sh_output(("curl -s --cacert %s https://127.0.0.1:%d/"):format(cert.file, port))
+    assert.matches('const url = "wss://127%.0%.0%.1:' .. port .. '/echo"', page)
+  end)
+end)
+
 describe("examples/command.lua (issue 11: gorilla's command example on luv)", function()
   local function dial_and_collect(port, send, want)
     local got = {}
