@@ -380,6 +380,7 @@ int luaws_signal_open(lua_State *L);
 
 /* headers.c: header lists "name\0value\0..." */
 void luaws_push_headers(lua_State *L, const luaws_buf *list);
+void luaws_fill_headers(lua_State *L, int idx, const luaws_buf *list);
 int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value);
 int luaws_headers_append(luaws_buf *out, const luaws_buf *list);
 void luaws_headers_store(lua_State *L, int idx, luaws_buf *out);

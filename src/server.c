@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <ctype.h>
 
 #include "luaws.h"
 
@@ -159,11 +160,47 @@ static void release(luaws_request *r)
 	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
 }
 
-/* The head is complete: call the Lua on_request(w, method, target, headers, remote). */
+static int hex_digit(char c)
+{
+	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/* Push s with %XX escapes decoded, as http.lua's unescape did (Go's URL.Path: "%2F"
+ * stays a byte of the path); s itself when it has none. */
+static void push_unescaped(lua_State *L, const char *s, size_t len)
+{
+	const char *pct = memchr(s, '%', len);
+	luaL_Buffer b;
+	size_t i;
+	if (!pct) {
+		lua_pushlstring(L, s, len);
+		return;
+	}
+	luaL_buffinit(L, &b);
+	luaL_addlstring(&b, s, (size_t)(pct - s));
+	for (i = (size_t)(pct - s); i < len; i++) {
+		if (s[i] == '%' && i + 2 < len && isxdigit((unsigned char)s[i + 1]) &&
+		    isxdigit((unsigned char)s[i + 2])) {
+			luaL_addchar(&b, (char)(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2])));
+			i += 2;
+		} else {
+			luaL_addchar(&b, s[i]);
+		}
+	}
+	luaL_pushresult(&b);
+}
+
+/* The head is complete: call the Lua on_request(w, method, target, rawpath, path, query,
+ * host, remote, tls): the target split at '?' (the path also decoded), the Host header
+ * (nil without one) and the TLS connection state (nil on plain HTTP). The headers stay
+ * here until Lua asks for them (w:_headers, w:_ws_headers): most WebSocket handlers
+ * never read r.Header, and a Lua table of them was a tenth of a handshake's Lua work. */
 static void run_handler(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	char *method, *target;
+	char *method, *target, *q;
+	const char *host;
+	size_t tl;
 
 	if (luaws_http_parse_request(&r->head, &method, &target, &r->headers)) {
 		static const char msg[] = "400 Bad Request";
@@ -174,12 +211,28 @@ static void run_handler(luaws_request *r)
 	lua_rawgetp(L, LUA_REGISTRYINDEX, r);
 	lua_getiuservalue(L, -1, 1);
 	lua_insert(L, -2);
-	lua_pushstring(L, method);
-	lua_pushstring(L, target);
-	luaws_push_headers(L, &r->headers);
-	lua_pushstring(L, r->remote);
+	lua_pushlstring(L, method, strlen(method));
+	tl = strlen(target);
+	lua_pushlstring(L, target, tl);
+	q = memchr(target, '?', tl);
+	if (q)
+		lua_pushlstring(L, target, (size_t)(q - target));
+	else
+		lua_pushvalue(L, -1);
+	push_unescaped(L, target, q ? (size_t)(q - target) : tl);
+	if (q)
+		lua_pushlstring(L, q + 1, tl - (size_t)(q - target) - 1);
+	else
+		lua_pushliteral(L, "");
+	host = luaws_http_header(&r->headers, "host");
+	if (host)
+		lua_pushlstring(L, host, strlen(host));
+	else
+		lua_pushnil(L);
+	lua_pushlstring(L, r->remote, strlen(r->remote));
+	luaws_tls_push_state(L, r->wsi);
 	release(r); /* from now on the handler's references keep it */
-	luaws_pcall(L, 5, 0);
+	luaws_pcall(L, 9, 0);
 }
 
 static int request_rx(luaws_request *r, const unsigned char *in, size_t len)
@@ -565,6 +618,96 @@ static int server_tostring(lua_State *L)
 	return 1;
 }
 
+/* Does a header called name hold token (lower case) among its comma-separated values,
+ * exactly as header.lua's has_token finds it in r.Header: each piece between commas
+ * trimmed of Lua's %s (isspace), compared through tolower, as string.lower does. */
+static int has_token(const luaws_buf *list, const char *name, const char *token)
+{
+	const char *n, *v;
+	size_t off = 0, tl = strlen(token);
+	while (luaws_headers_next(list, &off, &n, &v)) {
+		if (strcmp(n, name))
+			continue;
+		for (;;) {
+			const char *e = strchr(v, ','), *t = v;
+			size_t l, i;
+			if (!e)
+				e = v + strlen(v);
+			while (t < e && isspace((unsigned char)*t))
+				t++;
+			l = (size_t)(e - t);
+			while (l && isspace((unsigned char)t[l - 1]))
+				l--;
+			if (l == tl) {
+				for (i = 0; i < l && tolower((unsigned char)t[i]) == token[i]; i++)
+					;
+				if (i == l)
+					return 1;
+			}
+			if (!*e)
+				break;
+			v = e + 1;
+		}
+	}
+	return 0;
+}
+
+static void push_header(lua_State *L, const luaws_buf *list, const char *name)
+{
+	const char *v = luaws_http_header(list, name);
+	if (v)
+		lua_pushlstring(L, v, strlen(v));
+	else
+		lua_pushnil(L);
+}
+
+/* w:_ws_headers(extensions) -> connection_upgrade, upgrade_websocket, version_13, key,
+ * origin [, extensions]: what Upgrade reads of a request whose r.Header was never
+ * touched, the same answers header.lua would give from the table: the three token
+ * checks, the first Sec-WebSocket-Key and Origin (nil when absent), and when asked
+ * every Sec-WebSocket-Extensions value joined with ", " (nil when absent). */
+static int l_request_ws_headers(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	const luaws_buf *h = &r->headers;
+	lua_pushboolean(L, has_token(h, "connection", "upgrade"));
+	lua_pushboolean(L, has_token(h, "upgrade", "websocket"));
+	lua_pushboolean(L, has_token(h, "sec-websocket-version", "13"));
+	push_header(L, h, "sec-websocket-key");
+	push_header(L, h, "origin");
+	if (!lua_toboolean(L, 2))
+		return 5;
+	{
+		const char *n, *v;
+		size_t off = 0;
+		int found = 0;
+		luaL_Buffer b;
+		luaL_buffinit(L, &b);
+		while (luaws_headers_next(h, &off, &n, &v)) {
+			if (strcmp(n, "sec-websocket-extensions"))
+				continue;
+			if (found++)
+				luaL_addstring(&b, ", ");
+			luaL_addstring(&b, v);
+		}
+		luaL_pushresult(&b);
+		if (!found) {
+			lua_pop(L, 1);
+			lua_pushnil(L);
+		}
+	}
+	return 6;
+}
+
+/* w:_headers(t): add every request header to t (raw sets), as r.Header holds them. */
+static int l_request_headers(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	luaws_fill_headers(L, 2, &r->headers);
+	return 0;
+}
+
 /* w:_tls() -> the connection's tls.ConnectionState table, or nil (plain HTTP) */
 static int l_request_tls(lua_State *L)
 {
@@ -575,6 +718,8 @@ static int l_request_tls(lua_State *L)
 static const luaL_Reg request_methods[] = {
 	{"_upgrade", l_upgrade},
 	{"_tls", l_request_tls},
+	{"_ws_headers", l_request_ws_headers},
+	{"_headers", l_request_headers},
 	{"_respond", l_respond},
 	{NULL, NULL},
 };

@@ -94,6 +94,14 @@ function sched.start(fn, hook, ...)
   return co
 end
 
+-- sched.start in two steps: the coroutine (with its exit hook), then sched.run(co, ...)
+-- when the caller has recorded it.
+function sched.spawn(fn, hook)
+  local co = create(fn)
+  if hook then on_exit[co] = hook end
+  return co
+end
+
 function sched.set_exit_hook(co, hook) on_exit[co] = hook end
 
 -- One turn of the loop: run what is ready, poll (waiting at most timeout seconds; nil:
