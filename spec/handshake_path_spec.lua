@@ -104,9 +104,17 @@ local function serve(touch, upgrader)
 end
 
 describe("Upgrade on an untouched r.Header (read in C) and on a filled one", function()
-  for _, compression in ipairs({ false, true }) do
-    it("give the same response to every request" .. (compression and " (EnableCompression)" or ""), function()
-      local up = websocket.Upgrader { EnableCompression = compression }
+  local configs = {
+    { "", {} }, -- Upgrade's one C call
+    { " (EnableCompression)", { EnableCompression = true } }, -- C answers, Lua's way
+    { " (a CheckOrigin that reads nothing)", { CheckOrigin = function() return true end } },
+    { " (Subprotocols)", { Subprotocols = { "chat" } } },
+  }
+  for _, config in ipairs(configs) do
+    local compression = config[2].EnableCompression or false
+    local any_origin = config[2].CheckOrigin ~= nil
+    it("give the same response to every request" .. config[1], function()
+      local up = websocket.Upgrader(config[2])
       local heads = {}
       for i, case in ipairs(cases) do heads[i] = case[2] end
       local ext = head(nil, { "Sec-WebSocket-Extensions: x-webkit-deflate-frame",
@@ -121,8 +129,10 @@ describe("Upgrade on an untouched r.Header (read in C) and on a filled one", fun
       assert.are.equal(#heads, #got1)
       for i, case in ipairs(cases) do
         assert.are.equal(got2[i], got1[i], case[1])
-        assert.are.equal("HTTP/1.1 " .. case[3], got1[i]:sub(1, 12), case[1] .. ": " .. got1[i])
-        if case[3] == 101 then
+        local want = case[3]
+        if any_origin and want == 403 then want = 101 end
+        assert.are.equal("HTTP/1.1 " .. want, got1[i]:sub(1, 12), case[1] .. ": " .. got1[i])
+        if want == 101 then
           assert.is_truthy(got1[i]:find("Sec-WebSocket-Accept: " .. ACCEPT, 1, true), case[1])
         end
       end
@@ -220,5 +230,32 @@ describe("the request a handler gets", function()
     send_all(srv:Port(), { "GET / HTTP/1.1\r\nUser-Agent: ua\r\n\r\n" })
     assert.are.equal("yes", seen.added)
     assert.are.equal("ua", seen.ua)
+  end)
+end)
+
+describe("Upgrade's misuse errors", function()
+  it("name the argument and point at the caller", function()
+    local up = websocket.Upgrader()
+    local msgs = {}
+    local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+      local function try(fn)
+        local ok, err = pcall(fn)
+        msgs[#msgs + 1] = ok and "no error" or err
+      end
+      -- not tail calls: the message must point at these lines
+      try(function() local _ = up.Upgrade({}, w, r) end)
+      try(function() local _ = up:Upgrade({}, r) end)
+      try(function() local _ = up:Upgrade(w, 5) end)
+      try(function() local _ = up:Upgrade(w, r, 5) end)
+      w:Write("ok")
+    end))
+    finally(function() srv:Close() end)
+    send_all(srv:Port(), { head() })
+    assert.is_truthy(support.wait_for(function() return #msgs == 4 end, 5))
+    local here = "handshake_path_spec.lua:%d+: "
+    assert.matches(here .. "bad self to 'Upgrade' %(luaws.Upgrader expected", msgs[1])
+    assert.matches(here .. "bad argument to 'Upgrade' %(luaws.ResponseWriter expected%)", msgs[2])
+    assert.matches(here .. "bad argument #2 to 'Upgrade' %(request expected%)", msgs[3])
+    assert.matches(here .. "bad argument #3 to 'Upgrade' %(header table expected%)", msgs[4])
   end)
 end)

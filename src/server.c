@@ -291,23 +291,28 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 	}
 }
 
-/* w:_upgrade(key, subprotocol, headers [, offers, compression]) -> conn | nil, reason:
- * answer 101. offers: the client's Sec-WebSocket-Extensions (permessage-deflate is
- * negotiated with the CompressionOptions table compression when given). */
-static int l_upgrade(lua_State *L)
+/* Answer r with 101 and push the new luaws.Conn (1 result), or nil and the reason (2).
+ * sub: the subprotocol or NULL; extra_idx: a flat {name, value, ...} list of more
+ * response headers at that index, or 0; offers: the client's Sec-WebSocket-Extensions
+ * (permessage-deflate is negotiated with the CompressionOptions table at cfg_idx, or
+ * the defaults when 0), or NULL for no compression. */
+static int upgrade(lua_State *L, luaws_request *r, const char *key, const char *sub,
+		   int extra_idx, const char *offers, int cfg_idx)
 {
-	luaws_request *r = check_request(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *sub = luaL_optstring(L, 3, NULL);
-	const char *offers = luaL_optstring(L, 5, NULL);
+	/* the fixed part without printf: this runs for every connection */
+	static const char head101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				      "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
 	luaws_loop *loop = r->loop;
 	luaws_buf extra = {0}, out = {0};
+	unsigned char small[sizeof(head101) + 32];
+	const unsigned char *answer;
+	size_t alen;
 	char accept[32];
 	struct lws *wsi = r->wsi;
 	luaws_conn *c;
 	luaws_pmd_config pmd_cfg;
 	luaws_pmd_params pmd;
-	int n, rc, deflate = 0;
+	int n, rc = 0, deflate = 0;
 
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
@@ -316,21 +321,29 @@ static int l_upgrade(lua_State *L)
 	if (sub && (strlen(sub) >= LUAWS_SUBPROTOCOL_MAX || strpbrk(sub, "\r\n")))
 		return luaL_argerror(L, 3, "invalid subprotocol name");
 	if (offers)
-		luaws_pmd_read_config(L, 6, &pmd_cfg);
-	luaws_headers_store(L, 4, &extra);
+		luaws_pmd_read_config(L, cfg_idx, &pmd_cfg);
+	if (extra_idx)
+		luaws_headers_store(L, extra_idx, &extra);
 	luaws_ws_accept(key, accept);
-	rc = luaws_buf_reserve(&out, LWS_PRE + 256);
-	if (!rc)
-		out.len = LWS_PRE;
-	/* the fixed part without printf: this runs for every connection */
-	static const char head101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-				      "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-	rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
-	     luaws_buf_append(&out, accept, strlen(accept)) || luaws_buf_append(&out, "\r\n", 2) ||
-	     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
-	     (offers && (deflate = luaws_pmd_negotiate(offers, &pmd_cfg, &pmd, &out)) < 0) ||
-	     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
-	luaws_buf_free(&extra);
+	if (!sub && !offers && !extra.len) {
+		/* the common answer, 129 bytes: on the stack (the sender copies what it keeps) */
+		memcpy(small, head101, sizeof(head101) - 1);
+		memcpy(small + sizeof(head101) - 1, accept, 28);
+		memcpy(small + sizeof(head101) - 1 + 28, "\r\n\r\n", 4);
+		answer = small;
+		alen = sizeof(head101) - 1 + 28 + 4;
+	} else {
+		rc = luaws_buf_reserve(&out, 256);
+		rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
+		     luaws_buf_append(&out, accept, strlen(accept)) ||
+		     luaws_buf_append(&out, "\r\n", 2) ||
+		     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
+		     (offers && (deflate = luaws_pmd_negotiate(offers, &pmd_cfg, &pmd, &out)) < 0) ||
+		     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
+		luaws_buf_free(&extra);
+		answer = out.data;
+		alen = out.len;
+	}
 	if (rc) {
 		luaws_buf_free(&out);
 		return luaL_error(L, "luaws: out of memory");
@@ -346,7 +359,7 @@ static int l_upgrade(lua_State *L)
 	r->decision = UPGRADED;
 	r->wsi = NULL;
 	luaws_conn_attach(c, wsi);
-	n = luaws_send_bytes(c, out.data + LWS_PRE, out.len - LWS_PRE, 0);
+	n = luaws_send_bytes(c, answer, alen, 0);
 	luaws_buf_free(&out);
 	if (n < 0) {
 		if (c->wsi) {
@@ -362,6 +375,18 @@ static int l_upgrade(lua_State *L)
 	luaws_conn_start(c, r->early.data, r->early.len);
 	luaws_buf_free(&r->early);
 	return 1;
+}
+
+/* w:_upgrade(key, subprotocol, headers [, offers, compression]) -> conn | nil, reason:
+ * answer 101. offers: the client's Sec-WebSocket-Extensions (permessage-deflate is
+ * negotiated with the CompressionOptions table compression when given). */
+static int l_upgrade(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	const char *key = luaL_checkstring(L, 2);
+	const char *sub = luaL_optstring(L, 3, NULL);
+	const char *offers = luaL_optstring(L, 5, NULL);
+	return upgrade(L, r, key, sub, 4, offers, 6);
 }
 
 /* w:_respond(status, reason, headers, body) -> true | nil, reason */
@@ -699,6 +724,67 @@ static int l_request_ws_headers(lua_State *L)
 	return 6;
 }
 
+/* upgrader.lua's origin_allowed: is there no Origin, or does the host of origin (the
+ * part after "scheme://" up to '/', '?' or '#', user info removed) equal host, ignoring
+ * case? The same steps as its Lua patterns, with the same ctype classes. */
+static int origin_allowed(const char *origin, const char *host, size_t hl)
+{
+	const char *p = origin, *h, *e, *at;
+	size_t i;
+	if (!origin)
+		return 1;
+	if (!isalpha((unsigned char)*p))
+		return 0;
+	for (p++; isalnum((unsigned char)*p) || *p == '+' || *p == '.' || *p == '-'; p++)
+		;
+	if (strncmp(p, "://", 3))
+		return 0;
+	h = p + 3;
+	for (e = h; *e && *e != '/' && *e != '?' && *e != '#'; e++)
+		;
+	for (at = e; at > h && at[-1] != '@'; at--)
+		;
+	if (at > h)
+		h = at;
+	if ((size_t)(e - h) != hl)
+		return 0;
+	for (i = 0; i < hl; i++)
+		if (tolower((unsigned char)h[i]) != tolower((unsigned char)host[i]))
+			return 0;
+	return 1;
+}
+
+/* w:_ws_upgrade(host) -> conn | false | nil, reason: Upgrade's whole way for the common
+ * case (an Upgrader without CheckOrigin, Subprotocols or compression, no response
+ * headers, r.Header untouched and this request's, method GET, host r.Host): the
+ * checks of the handshake, in C, then the 101. false when a check fails or anything is
+ * unusual (nothing was done: Upgrade takes its general way, which finds the same and
+ * answers it); nil and the reason as from _upgrade. */
+static int l_request_ws_upgrade(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	const luaws_buf *h = &r->headers;
+	const char *host = "", *key;
+	size_t hl = 0;
+	if (lua_type(L, 2) == LUA_TSTRING)
+		host = lua_tolstring(L, 2, &hl);
+	else if (!lua_isnil(L, 2))
+		goto general;
+	if (r->decision != UNDECIDED || !r->wsi || !has_token(h, "connection", "upgrade") ||
+	    !has_token(h, "upgrade", "websocket") ||
+	    !has_token(h, "sec-websocket-version", "13") ||
+	    !origin_allowed(luaws_http_header(h, "origin"), host, hl))
+		goto general;
+	key = luaws_http_header(h, "sec-websocket-key");
+	if (!key || !*key)
+		goto general;
+	lua_settop(L, 1);
+	return upgrade(L, r, key, NULL, 0, NULL, 0);
+general:
+	lua_pushboolean(L, 0);
+	return 1;
+}
+
 /* w:_headers(t): add every request header to t (raw sets), as r.Header holds them. */
 static int l_request_headers(lua_State *L)
 {
@@ -719,6 +805,7 @@ static const luaL_Reg request_methods[] = {
 	{"_upgrade", l_upgrade},
 	{"_tls", l_request_tls},
 	{"_ws_headers", l_request_ws_headers},
+	{"_ws_upgrade", l_request_ws_upgrade},
 	{"_headers", l_request_headers},
 	{"_respond", l_respond},
 	{NULL, NULL},

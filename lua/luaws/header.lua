@@ -106,6 +106,7 @@ end
 -- source(h) -> the request whose headers h stands for while nobody has touched it (its
 -- C answers are then exactly what h would give), or nil
 function M.source(h) return sources[h] end
+M.sources = sources -- the same, for the per-request path
 
 function M.is(h)
   local mt = getmetatable(h)

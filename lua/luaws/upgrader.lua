@@ -10,6 +10,10 @@ local http = require "luaws.http"
 local M = {}
 
 local has_token = header.has_token
+local sources = header.sources
+local check_writer = http.check_writer
+local set_write_buffer = conn.set_write_buffer
+local upgrade -- Upgrade's general way
 
 -- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
 -- WriteBufferSize=, Error=, EnableCompression=, CompressionOptions=}
@@ -90,21 +94,41 @@ local function select_subprotocol(u, r, response_header)
 end
 
 -- u:Upgrade(w, r [, responseHeader]) -> conn | nil, err
--- While r.Header is untouched (header.source), its headers are read in C, in one call,
--- instead of filling the table: each answer is what the table would give, and is used
--- only while r.Header is still that untouched table (CheckOrigin, the one user function
--- called here, may fill or replace it).
+-- While r.Header is untouched (header.source), its headers are read in C instead of
+-- filling the table: each answer is what the table would give. The common case is one
+-- C call (w:_ws_upgrade); otherwise the general way below.
 function Upgrader:Upgrade(w, r, response_header)
   local o = upgraders[self]
   if not o then
     error("bad self to 'Upgrade' (luaws.Upgrader expected; call it as u:Upgrade(w, r))", 2)
   end
-  http.check_writer(w, "Upgrade")
+  check_writer(w, "Upgrade")
   if type(r) ~= "table" or not r.Header then
     error("bad argument #2 to 'Upgrade' (request expected)", 2)
   end
+  local req = w.req
+  if response_header == nil and sources[r.Header] == req and not w.answered and
+    r.Method == "GET" and o.CheckOrigin == nil and o.Subprotocols == nil and
+    not o.EnableCompression then
+    -- the common case, all in C (w:_ws_upgrade): false sends it the general way
+    local c, err = req:_ws_upgrade(r.Host)
+    if c then
+      w.answered, w.conn = true, c
+      set_write_buffer(c, o.WriteBufferSize)
+      return c
+    elseif c == nil then
+      return nil, errors.new("websocket: " .. err)
+    end
+  end
+  return upgrade(self, o, w, r, response_header)
+end
+
+-- The general way of Upgrade, w and r checked. C's answers about an untouched r.Header
+-- (w:_ws_headers) are used only while r.Header is still that table: CheckOrigin, the
+-- one user function called here, may fill or replace it.
+function upgrade(self, o, w, r, response_header)
   if response_header ~= nil and type(response_header) ~= "table" then
-    error("bad argument #3 to 'Upgrade' (header table expected)", 2)
+    error("bad argument #3 to 'Upgrade' (header table expected)", 2) -- tail-called
   end
   local bad = "the client is not using the websocket protocol: "
   local hdr = r.Header
