@@ -186,6 +186,21 @@ function sched.wait(obj, co, armed)
   sched.step(nil)
 end
 
+-- sched.wait for co, the running coroutine the scheduler resumes (sched.current()), on
+-- obj already armed. A handler's coroutine starts with 40 stack slots and Lua moves it to
+-- a bigger stack (2k instructions, and 1.3 KiB more for the collector) the first time a
+-- call, C ones needing 20 free slots, goes beyond: ReadMessage waits through here, with
+-- two parameters, so that the yield of a handler that reads at its top level fits.
+function sched.park_on(obj, co)
+  if waiters[obj] == nil then
+    waiters[obj] = co
+  else
+    local more = more_waiters[obj]
+    if more then more[#more + 1] = co else more_waiters[obj] = { co } end
+  end
+  return yield(PARKED)
+end
+
 -- Park the calling coroutine until someone calls sched.ready(co, ...) (channels).
 -- From the main chunk, drive the loop until done() is true.
 function sched.park(done)
