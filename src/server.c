@@ -643,45 +643,76 @@ static int server_tostring(lua_State *L)
 	return 1;
 }
 
-/* Does a header called name hold token (lower case) among its comma-separated values,
- * exactly as header.lua's has_token finds it in r.Header: each piece between commas
- * trimmed of Lua's %s (isspace), compared through tolower, as string.lower does. */
-static int has_token(const luaws_buf *list, const char *name, const char *token)
+/* Does the header value v hold token (lower case, tl bytes) among its comma-separated
+ * values, exactly as header.lua's has_token finds it in r.Header: each piece between
+ * commas trimmed of Lua's %s (isspace), compared through tolower, as string.lower does. */
+static int value_has_token(const char *v, const char *token, size_t tl)
 {
-	const char *n, *v;
-	size_t off = 0, tl = strlen(token);
-	while (luaws_headers_next(list, &off, &n, &v)) {
-		if (strcmp(n, name))
-			continue;
-		for (;;) {
-			const char *e = strchr(v, ','), *t = v;
-			size_t l, i;
-			if (!e)
-				e = v + strlen(v);
-			while (t < e && isspace((unsigned char)*t))
-				t++;
-			l = (size_t)(e - t);
-			while (l && isspace((unsigned char)t[l - 1]))
-				l--;
-			if (l == tl) {
-				for (i = 0; i < l && tolower((unsigned char)t[i]) == token[i]; i++)
-					;
-				if (i == l)
-					return 1;
-			}
-			if (!*e)
-				break;
-			v = e + 1;
+	for (;;) {
+		const char *e = strchr(v, ','), *t = v;
+		size_t l, i;
+		if (!e)
+			e = v + strlen(v);
+		while (t < e && isspace((unsigned char)*t))
+			t++;
+		l = (size_t)(e - t);
+		while (l && isspace((unsigned char)t[l - 1]))
+			l--;
+		if (l == tl) {
+			for (i = 0; i < l && tolower((unsigned char)t[i]) == token[i]; i++)
+				;
+			if (i == l)
+				return 1;
 		}
+		if (!*e)
+			return 0;
+		v = e + 1;
 	}
-	return 0;
 }
 
-static void push_header(lua_State *L, const luaws_buf *list, const char *name)
+/* What Upgrade reads of the request headers, found in one pass: whether Connection holds
+ * "upgrade", Upgrade "websocket" and Sec-WebSocket-Version "13" (any of their lines),
+ * and the first Sec-WebSocket-Key and Origin (NULL when absent). */
+struct ws_headers {
+	int connection, upgrade, version;
+	const char *key, *origin;
+};
+
+static void scan_ws_headers(const luaws_buf *list, struct ws_headers *o)
 {
-	const char *v = luaws_http_header(list, name);
-	if (v)
-		lua_pushlstring(L, v, strlen(v));
+	const char *n, *v;
+	size_t off = 0;
+	memset(o, 0, sizeof(*o));
+	while (luaws_headers_next(list, &off, &n, &v)) {
+		switch (n[0]) {
+		case 'c':
+			if (!o->connection && !strcmp(n, "connection"))
+				o->connection = value_has_token(v, "upgrade", 7);
+			break;
+		case 'u':
+			if (!o->upgrade && !strcmp(n, "upgrade"))
+				o->upgrade = value_has_token(v, "websocket", 9);
+			break;
+		case 'o':
+			if (!o->origin && !strcmp(n, "origin"))
+				o->origin = v;
+			break;
+		case 's':
+			if (!strcmp(n, "sec-websocket-key")) {
+				if (!o->key)
+					o->key = v;
+			} else if (!o->version && !strcmp(n, "sec-websocket-version")) {
+				o->version = value_has_token(v, "13", 2);
+			}
+			break;
+		}
+	}
+}
+
+static void push_or_nil(lua_State *L, const char *s)
+{
+	if (s)
+		lua_pushlstring(L, s, strlen(s));
 	else
 		lua_pushnil(L);
 }
@@ -695,11 +726,13 @@ static int l_request_ws_headers(lua_State *L)
 {
 	luaws_request *r = check_request(L);
 	const luaws_buf *h = &r->headers;
-	lua_pushboolean(L, has_token(h, "connection", "upgrade"));
-	lua_pushboolean(L, has_token(h, "upgrade", "websocket"));
-	lua_pushboolean(L, has_token(h, "sec-websocket-version", "13"));
-	push_header(L, h, "sec-websocket-key");
-	push_header(L, h, "origin");
+	struct ws_headers ws;
+	scan_ws_headers(h, &ws);
+	lua_pushboolean(L, ws.connection);
+	lua_pushboolean(L, ws.upgrade);
+	lua_pushboolean(L, ws.version);
+	push_or_nil(L, ws.key);
+	push_or_nil(L, ws.origin);
 	if (!lua_toboolean(L, 2))
 		return 5;
 	{
@@ -763,23 +796,21 @@ static int origin_allowed(const char *origin, const char *host, size_t hl)
 static int l_request_ws_upgrade(lua_State *L)
 {
 	luaws_request *r = check_request(L);
-	const luaws_buf *h = &r->headers;
-	const char *host = "", *key;
+	struct ws_headers ws;
+	const char *host = "";
 	size_t hl = 0;
 	if (lua_type(L, 2) == LUA_TSTRING)
 		host = lua_tolstring(L, 2, &hl);
 	else if (!lua_isnil(L, 2))
 		goto general;
-	if (r->decision != UNDECIDED || !r->wsi || !has_token(h, "connection", "upgrade") ||
-	    !has_token(h, "upgrade", "websocket") ||
-	    !has_token(h, "sec-websocket-version", "13") ||
-	    !origin_allowed(luaws_http_header(h, "origin"), host, hl))
+	if (r->decision != UNDECIDED || !r->wsi)
 		goto general;
-	key = luaws_http_header(h, "sec-websocket-key");
-	if (!key || !*key)
+	scan_ws_headers(&r->headers, &ws);
+	if (!ws.connection || !ws.upgrade || !ws.version || !ws.key || !*ws.key ||
+	    !origin_allowed(ws.origin, host, hl))
 		goto general;
 	lua_settop(L, 1);
-	return upgrade(L, r, key, NULL, 0, NULL, 0);
+	return upgrade(L, r, ws.key, NULL, 0, NULL, 0);
 general:
 	lua_pushboolean(L, 0);
 	return 1;
