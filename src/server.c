@@ -488,7 +488,7 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 		luaws_format_address((struct sockaddr *)&peer, l->accepted_from,
 				     sizeof(l->accepted_from));
 		memset(&info, 0, sizeof(info));
-		info.vh = l->loop->vhost;
+		info.vh = fd < l->loop->low_fds ? l->loop->low_vhost : l->loop->vhost;
 		info.type = LWS_ADOPT_SOCKET;
 		info.fd.sockfd = fd;
 		info.vh_prot_name = luaws_protocols[0].name;
@@ -554,6 +554,7 @@ static int l_listen(lua_State *L)
 		uv_ip6_addr("::", (int)port, (struct sockaddr_in6 *)&ss);
 	sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	luaws_loop_context(L, loop);
+	luaws_loop_low_context(loop);
 
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
