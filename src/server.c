@@ -28,7 +28,9 @@ typedef struct luaws_request {
 	luaws_loop *loop;
 	struct lws *wsi;
 	int head_done, rx_paused;
-	int registered; /* registry[r] holds the userdata (C's reference, dropped once) */
+	int ref; /* C's reference to the userdata (LUA_NOREF once dropped): a luaL_ref, an
+		  * integer key, since a key per request in the registry's hash part made
+		  * Lua rebuild that part every few requests */
 	enum request_decision decision;
 	char remote[56];   /* the client's address, from accept */
 	luaws_buf head;    /* the request head as it arrives */
@@ -109,15 +111,15 @@ static int protected_new_request(lua_State *L)
 	r = lua_newuserdatauv(L, sizeof(*r), 1);
 	memset(r, 0, sizeof(*r));
 	r->kind = LUAWS_KIND_REQUEST;
+	r->ref = LUA_NOREF;
 	r->loop = loop;
 	r->wsi = wsi;
 	lws_strncpy(r->remote, l->accepted_from, sizeof(r->remote));
 	luaL_setmetatable(L, LUAWS_REQUEST_MT);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, l); /* the server's on_request */
 	lua_setiuservalue(L, -2, 1);
-	/* C holds it until the handler has it: registry[r] = userdata */
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
-	r->registered = 1;
+	/* C holds it until the handler has it */
+	r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lws_set_opaque_user_data(wsi, r);
 	return 0;
 }
@@ -153,11 +155,10 @@ static int request_adopt(luaws_loop *loop, struct lws *wsi)
 static void release(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	if (!r->registered || r->loop->closing || !L)
+	if (r->ref == LUA_NOREF || r->loop->closing || !L)
 		return;
-	r->registered = 0;
-	lua_pushnil(L);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+	luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+	r->ref = LUA_NOREF;
 }
 
 static int hex_digit(char c)
@@ -208,7 +209,7 @@ static void run_handler(luaws_request *r)
 		release(r);
 		return;
 	}
-	lua_rawgetp(L, LUA_REGISTRYINDEX, r);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
 	lua_getiuservalue(L, -1, 1);
 	lua_insert(L, -2);
 	lua_pushlstring(L, method, strlen(method));
