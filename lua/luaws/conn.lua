@@ -49,7 +49,7 @@ M.is_conn = function(c) return getmetatable(c) == conn_mt end
 -- short path.
 function M.set_write_buffer(c, n)
   local st = state(c)
-  if type(n) == "number" and n > 0 then st.write_buffer = math.floor(n) end
+  if n ~= nil and type(n) == "number" and n > 0 then st.write_buffer = math.floor(n) end
 end
 
 local timeout_error = errors.new("websocket: i/o timeout", { timeout = true })
