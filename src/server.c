@@ -35,7 +35,7 @@ typedef struct luaws_request {
 	char remote[56];   /* the client's address, from accept */
 	luaws_buf head;    /* the request head as it arrives */
 	luaws_buf early;   /* what came after the head */
-	luaws_buf headers; /* parsed: "name\0value\0" */
+	luaws_buf headers; /* parsed: "name\0value\0", inside head (http.c) */
 } luaws_request;
 
 /* Accepting pauses this long when the process is out of descriptors. */
@@ -435,7 +435,8 @@ static int request_gc(lua_State *L)
 	r->wsi = NULL;
 	luaws_buf_free(&r->head);
 	luaws_buf_free(&r->early);
-	luaws_buf_free(&r->headers);
+	r->headers.data = NULL; /* it points into head */
+	r->headers.len = 0;
 	return 0;
 }
 
