@@ -41,7 +41,9 @@ local function close_prefix(code)
 end
 
 local function close_error_fields(code, text)
-  local msg = close_prefix(code)
+  -- the cache read inline: a call here would be the fifth level of a handler's
+  -- coroutine, and each new level allocates a CallInfo
+  local msg = close_prefixes[code] or close_prefix(code)
   if text and text ~= "" then msg = msg .. ": " .. text else text = "" end
   return { code = code, text = text, close = true, msg = msg }
 end
