@@ -62,7 +62,40 @@ void luaws_headers_store(lua_State *L, int idx, luaws_buf *out)
 	}
 }
 
-/* Push the list as a table: name -> value, or name -> {value, ...} when repeated. */
+/* Add the list's pairs to the table at idx (raw sets): name -> value, or
+ * name -> {value, ...} when repeated. */
+void luaws_fill_headers(lua_State *L, int idx, const luaws_buf *list)
+{
+	const char *name, *value;
+	size_t off = 0;
+	idx = lua_absindex(L, idx);
+	while (luaws_headers_next(list, &off, &name, &value)) {
+		/* raw access with counted strings: lua_getfield/lua_pushstring would look each
+		 * C string up in Lua's string cache (a strcmp per call) */
+		int t;
+		lua_pushlstring(L, name, (size_t)(value - name) - 1);
+		lua_pushvalue(L, -1);
+		t = lua_rawget(L, idx);
+		if (t == LUA_TNIL) {
+			lua_pop(L, 1);
+			lua_pushlstring(L, value, strlen(value));
+			lua_rawset(L, idx);
+		} else if (t == LUA_TSTRING) {
+			lua_createtable(L, 2, 0);
+			lua_insert(L, -2);
+			lua_rawseti(L, -2, 1);
+			lua_pushlstring(L, value, strlen(value));
+			lua_rawseti(L, -2, 2);
+			lua_rawset(L, idx);
+		} else {
+			lua_pushlstring(L, value, strlen(value));
+			lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+			lua_pop(L, 2);
+		}
+	}
+}
+
+/* Push the list as a table (see luaws_fill_headers). */
 void luaws_push_headers(lua_State *L, const luaws_buf *list)
 {
 	const char *name, *value;
@@ -71,29 +104,5 @@ void luaws_push_headers(lua_State *L, const luaws_buf *list)
 	while (luaws_headers_next(list, &off, &name, &value))
 		n++;
 	lua_createtable(L, 0, n); /* sized once, not grown header by header */
-	off = 0;
-	while (luaws_headers_next(list, &off, &name, &value)) {
-		/* raw access with counted strings: lua_getfield/lua_pushstring would look each
-		 * C string up in Lua's string cache (a strcmp per call) */
-		int t;
-		lua_pushlstring(L, name, (size_t)(value - name) - 1);
-		lua_pushvalue(L, -1);
-		t = lua_rawget(L, -3);
-		if (t == LUA_TNIL) {
-			lua_pop(L, 1);
-			lua_pushlstring(L, value, strlen(value));
-			lua_rawset(L, -3);
-		} else if (t == LUA_TSTRING) {
-			lua_createtable(L, 2, 0);
-			lua_insert(L, -2);
-			lua_rawseti(L, -2, 1);
-			lua_pushlstring(L, value, strlen(value));
-			lua_rawseti(L, -2, 2);
-			lua_rawset(L, -3);
-		} else {
-			lua_pushlstring(L, value, strlen(value));
-			lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-			lua_pop(L, 2);
-		}
-	}
+	luaws_fill_headers(L, -1, list);
 }

@@ -7,6 +7,12 @@
 #include <string.h>
 #include <ctype.h>
 #include <stdint.h>
+/* SHA1_Init/Update/Final: deprecated in OpenSSL 3 but kept, and the only way to hash
+ * without EVP's per-call method fetch (SHA1() fetches every time): lws_SHA1 cost 6k
+ * instructions per handshake, the one-shot SHA1() 5k, these 2k (and OpenSSL uses the
+ * CPU's SHA instructions when it has them). */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include "luaws.h"
 
@@ -49,8 +55,9 @@ static int is_tchar(int c)
 	return c < 128 && (tchar_bits[c >> 6] >> (c & 63)) & 1;
 }
 
-/* Cut the next line (CRLF or LF) off *p: returns it NUL-terminated, or NULL at end. */
-static char *next_line(char **p, char *end)
+/* Cut the next line (CRLF or LF) off *p: returns it NUL-terminated (*eol: its NUL), or
+ * NULL at end. */
+static char *next_line(char **p, char *end, char **eol)
 {
 	char *line = *p, *nl;
 	if (line >= end)
@@ -62,18 +69,25 @@ static char *next_line(char **p, char *end)
 	if (nl > line && nl[-1] == '\r')
 		nl--;
 	*nl = '\0';
+	*eol = nl;
 	return line;
 }
 
 /* Parse the header lines after the start line into out ("name\0value\0", names lower
- * case, values trimmed). -1 on a malformed line. */
-static int parse_fields(char *p, char *end, luaws_buf *out)
+ * case, values trimmed). inplace: the list is written over the lines themselves (it is
+ * never longer than they are) and out only points at it (cap 0: nothing to free);
+ * else out gets a copy. -1 on a malformed line. */
+static int parse_fields(char *p, char *end, luaws_buf *out, int inplace)
 {
-	char *line;
+	char *line, *eol, *w = p;
 	int count = 0;
 	out->len = 0;
-	while ((line = next_line(&p, end)) && *line) {
-		char *colon = strchr(line, ':'), *v, *ve, *k;
+	if (inplace) {
+		out->data = (unsigned char *)p;
+		out->cap = 0;
+	}
+	while ((line = next_line(&p, end, &eol)) && *line) {
+		char *colon = strchr(line, ':'), *v, *ve, *k, *to;
 		size_t nl, vl;
 		if (!colon || colon == line || ++count > 100)
 			return -1;
@@ -86,32 +100,42 @@ static int parse_fields(char *p, char *end, luaws_buf *out)
 		v = colon + 1;
 		while (*v == ' ' || *v == '\t')
 			v++;
-		ve = v + strlen(v);
+		ve = memchr(v, '\0', (size_t)(eol - v)); /* a NUL in the line ends the value */
+		if (!ve)
+			ve = eol;
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 			ve--;
 		nl = (size_t)(colon - line);
 		vl = (size_t)(ve - v);
-		if (memchr(v, '\r', vl) || luaws_buf_reserve(out, nl + vl + 2))
+		if (memchr(v, '\r', vl))
 			return -1;
-		memcpy(out->data + out->len, line, nl);
-		out->data[out->len + nl] = '\0';
-		out->len += nl + 1;
-		memcpy(out->data + out->len, v, vl);
-		out->data[out->len + vl] = '\0';
-		out->len += vl + 1;
+		if (inplace) {
+			to = w; /* w <= line: each record is at most as long as its line */
+		} else {
+			if (luaws_buf_reserve(out, nl + vl + 2))
+				return -1;
+			to = (char *)out->data + out->len;
+		}
+		memmove(to, line, nl);
+		to[nl] = '\0';
+		memmove(to + nl + 1, v, vl);
+		to[nl + 1 + vl] = '\0';
+		out->len += nl + vl + 2;
+		w += nl + vl + 2;
 	}
 	return 0;
 }
 
 /* Split a complete request head (modified in place): *method and *target point into
- * it; headers go to out. -1 when it is not an HTTP/1.x request. */
+ * it, and so does out, the header list (not to be freed: it goes with head). -1 when it
+ * is not an HTTP/1.x request. */
 int luaws_http_parse_request(luaws_buf *head, char **method, char **target, luaws_buf *out)
 {
-	char *p = (char *)head->data, *end = p + head->len, *line, *sp1, *sp2, *c;
+	char *p = (char *)head->data, *end = p + head->len, *line, *eol, *sp1, *sp2, *c;
 
 	/* tolerate empty lines before the request line (RFC 9112 §2.2) */
 	do {
-		line = next_line(&p, end);
+		line = next_line(&p, end, &eol);
 	} while (line && !*line);
 	if (!line)
 		return -1;
@@ -132,20 +156,20 @@ int luaws_http_parse_request(luaws_buf *head, char **method, char **target, luaw
 			return -1;
 	*method = line;
 	*target = sp1 + 1;
-	return parse_fields(p, end, out);
+	return parse_fields(p, end, out, 1);
 }
 
 /* Split a complete response head: the status code, headers to out. -1 when malformed. */
 int luaws_http_parse_response(luaws_buf *head, int *status, luaws_buf *out)
 {
-	char *p = (char *)head->data, *end = p + head->len, *line = next_line(&p, end);
+	char *p = (char *)head->data, *end = p + head->len, *eol, *line = next_line(&p, end, &eol);
 	if (!line || strncmp(line, "HTTP/1.", 7) || !isdigit((unsigned char)line[7]) ||
 	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
 	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
 	    (line[12] && line[12] != ' '))
 		return -1;
 	*status = atoi(line + 9);
-	return parse_fields(p, end, out);
+	return parse_fields(p, end, out, 0);
 }
 
 /* The value of the first header called name (lower case) in the list, or NULL. */
@@ -189,14 +213,29 @@ int luaws_http_has_token(const luaws_buf *list, const char *name, const char *to
 /* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 characters. */
 void luaws_ws_accept(const char *key, char out[32])
 {
-	unsigned char buf[128], md[20];
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char buf[128], md[21];
 	size_t kl = strlen(key);
+	SHA_CTX sha;
+	int i;
+	char *o = out;
 	if (kl > sizeof(buf) - sizeof(ws_guid))
 		kl = sizeof(buf) - sizeof(ws_guid);
 	memcpy(buf, key, kl);
 	memcpy(buf + kl, ws_guid, sizeof(ws_guid) - 1);
-	lws_SHA1(buf, kl + sizeof(ws_guid) - 1, md);
-	lws_b64_encode_string((const char *)md, 20, out, 32);
+	SHA1_Init(&sha);
+	SHA1_Update(&sha, buf, kl + sizeof(ws_guid) - 1);
+	SHA1_Final(md, &sha);
+	/* 20 bytes: six groups of three, then two bytes and one '=' */
+	md[20] = 0;
+	for (i = 0; i < 21; i += 3) {
+		unsigned v = (unsigned)md[i] << 16 | (unsigned)md[i + 1] << 8 | md[i + 2];
+		*o++ = b64[v >> 18];
+		*o++ = b64[(v >> 12) & 63];
+		*o++ = b64[(v >> 6) & 63];
+		*o++ = i + 3 < 21 ? b64[v & 63] : '=';
+	}
+	*o = '\0';
 }
 
 /* A fresh Sec-WebSocket-Key: 16 random bytes in base64 (24 characters). */

@@ -46,16 +46,20 @@ static long fd_table_cap(const luaws_loop *loop)
 	return FD_TABLE_DEFAULT;
 }
 
-/* lws_create_context with a descriptor table of min(soft limit, cap) slots; records the
- * size in loop->max_fds. The soft limit is as it was when this returns. */
+/* lws_create_context with a descriptor table of min(soft limit, cap) slots (cap 0: the
+ * program's SetMaxOpenFiles, $LUAWS_MAX_FDS or the default); stores the size in *table.
+ * The soft limit is as it was when this returns. */
 struct lws_context *luaws_create_context(luaws_loop *loop,
-					 struct lws_context_creation_info *info)
+					 struct lws_context_creation_info *info, long cap,
+					 int *table)
 {
 	struct rlimit was, during;
 	struct lws_context *ctx;
-	long cap = fd_table_cap(loop), n;
+	long n;
 	int lowered = 0, unset = 0;
 
+	if (!cap)
+		cap = fd_table_cap(loop);
 	if (__atomic_compare_exchange_n(&lws_log_level_chosen, &unset, 1, 0, __ATOMIC_SEQ_CST,
 					__ATOMIC_SEQ_CST))
 		lws_set_log_level(LLL_ERR, NULL);
@@ -67,7 +71,7 @@ struct lws_context *luaws_create_context(luaws_loop *loop,
 	}
 	/* what lws will read, and its own rule for it */
 	n = sysconf(_SC_OPEN_MAX);
-	loop->max_fds = n == -1 || n > FD_TABLE_MAX ? 2560 : (int)n;
+	*table = n == -1 || n > FD_TABLE_MAX ? 2560 : (int)n;
 	ctx = lws_create_context(info);
 	if (lowered)
 		setrlimit(RLIMIT_NOFILE, &was);
@@ -118,8 +122,20 @@ static int l_set_lws_log_level(lua_State *L)
 	return 0;
 }
 
+/* core._fd_tables() -> slots in lws's main descriptor table, in the low one (0: none;
+ * see loop.c). For the specs. */
+static int l_fd_tables(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	lua_pushinteger(L, loop->max_fds);
+	lua_pushinteger(L, loop->low_fds);
+	return 2;
+}
+
 int luaws_limits_open(lua_State *L)
 {
+	lua_pushcfunction(L, l_fd_tables);
+	lua_setfield(L, -2, "_fd_tables");
 	lua_pushcfunction(L, l_set_max_open_files);
 	lua_setfield(L, -2, "set_max_open_files");
 	lua_pushcfunction(L, l_set_lws_log_level);

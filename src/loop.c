@@ -111,6 +111,10 @@ void luaws_touched_lws(luaws_loop *loop)
 		uv_idle_start(loop->lws_idle, loop->lws_idle->idle_cb);
 	else
 		loop->need_cancel = 1;
+	if (loop->low_idle && loop->low_idle->idle_cb)
+		uv_idle_start(loop->low_idle, loop->low_idle->idle_cb);
+	else if (loop->low_ctx)
+		loop->need_cancel = 1;
 }
 
 void luaws_defer(luaws_loop *loop, luaws_deferred *d)
@@ -141,6 +145,33 @@ static void find_lws_idle(uv_handle_t *h, void *arg)
 	luaws_loop *loop = arg;
 	if (h->type == UV_IDLE && uv_is_active(h) && !loop->lws_idle)
 		loop->lws_idle = (uv_idle_t *)h;
+}
+
+/* The idle handles active before the low context was created; after, the new one is
+ * its. */
+struct idle_walk {
+	uv_handle_t *before[16];
+	int n;
+	uv_idle_t *found;
+};
+
+static void list_idles(uv_handle_t *h, void *arg)
+{
+	struct idle_walk *w = arg;
+	if (h->type == UV_IDLE && uv_is_active(h) && w->n < 16)
+		w->before[w->n++] = h;
+}
+
+static void find_new_idle(uv_handle_t *h, void *arg)
+{
+	struct idle_walk *w = arg;
+	int i;
+	if (h->type != UV_IDLE || !uv_is_active(h) || w->found)
+		return;
+	for (i = 0; i < w->n; i++)
+		if (w->before[i] == h)
+			return;
+	w->found = (uv_idle_t *)h;
 }
 
 static int traceback(lua_State *L)
@@ -190,7 +221,7 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	/* the one receive buffer of the loop: a 64 KiB message and its header arrive in
 	 * one read instead of two (measured: 64 KiB echo 365 -> ~900 MB/s) */
 	info.pt_serv_buf_size = 256 * 1024;
-	loop->ctx = luaws_create_context(loop, &info);
+	loop->ctx = luaws_create_context(loop, &info, 0, &loop->max_fds);
 	if (!loop->ctx)
 		return luaL_error(L, "luaws: cannot create the libwebsockets context "
 				     "(is libwebsockets-evlib-uv installed?)");
@@ -208,6 +239,54 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	if (!loop->vhost)
 		return luaL_error(L, "luaws: cannot create the client vhost");
 	return 0;
+}
+
+/* Slots in the low context's table. */
+#define LOW_FD_TABLE 1024
+
+/* A second lws context for the accepted sockets whose descriptors are below
+ * LOW_FD_TABLE: lws 4.1.6 as Debian builds it reads its whole descriptor table at every
+ * socket close (sanity_assert_no_sockfd_traces, see limits.c), 128 KiB at the default
+ * 16384 slots: that was half the instructions of a short WebSocket connection's server
+ * side (98k of 181k), and a fifth of its CPU time. The kernel hands out the lowest free
+ * descriptor, so a server with fewer than about a thousand sockets open has them all
+ * here, and pays for 8 KiB; beyond, they go to the main context, as before. Servers only
+ * (dialed sockets are made by lws, in the main context), and only when the main table is
+ * bigger. Without it (failure, or no need) everything stays in the main context. */
+void luaws_loop_low_context(luaws_loop *loop)
+{
+	struct lws_context_creation_info info;
+	struct idle_walk walk;
+	void *foreign[1];
+	int table;
+
+	if (loop->low_ctx || !loop->ctx || loop->max_fds <= LOW_FD_TABLE)
+		return;
+	memset(&info, 0, sizeof(info));
+	foreign[0] = loop->uv;
+	info.foreign_loops = foreign;
+	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
+		       LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.user = loop;
+	info.pt_serv_buf_size = 256 * 1024; /* as the main context's */
+	memset(&walk, 0, sizeof(walk));
+	uv_walk(loop->uv, list_idles, &walk);
+	loop->low_ctx = luaws_create_context(loop, &info, LOW_FD_TABLE, &table);
+	if (!loop->low_ctx)
+		return;
+	uv_walk(loop->uv, find_new_idle, &walk);
+	loop->low_idle = walk.found;
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = luaws_protocols;
+	info.vhost_name = "luaws-low";
+	info.http_proxy_address = ":0"; /* as the main vhost's */
+	loop->low_vhost = lws_create_vhost(loop->low_ctx, &info);
+	if (loop->low_vhost)
+		loop->low_fds = table;
 }
 
 #ifdef LUAWS_WITH_LUV
@@ -328,6 +407,8 @@ static int l_step(lua_State *L)
 	if (loop->need_cancel && loop->ctx) {
 		loop->need_cancel = 0;
 		lws_cancel_service(loop->ctx);
+		if (loop->low_ctx)
+			lws_cancel_service(loop->low_ctx);
 	}
 	if (loop->nwoken || timeout == 0)
 		mode = UV_RUN_NOWAIT;
@@ -490,14 +571,18 @@ static int loop_gc(lua_State *L)
 		return 0;
 	luaws_batch_set(loop, 0);
 	loop->closing = 1;
-	loop->lws_idle = NULL; /* lws frees it with its context */
+	loop->lws_idle = loop->low_idle = NULL; /* lws frees them with their contexts */
 	if (loop->ctx) {
+		if (loop->low_ctx)
+			lws_context_destroy(loop->low_ctx);
 		lws_context_destroy(loop->ctx);
 		/* let lws's handles finish closing: their close callbacks live in the evlib
 		 * plugin, which the second destroy unloads */
 		run_closing(loop->uv);
+		if (loop->low_ctx)
+			lws_context_destroy(loop->low_ctx);
 		lws_context_destroy(loop->ctx);
-		loop->ctx = NULL;
+		loop->ctx = loop->low_ctx = NULL;
 	}
 	run_deferred(loop); /* after lws closed the sockets they mention */
 	uv_close((uv_handle_t *)&loop->step_timer, NULL);

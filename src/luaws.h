@@ -147,7 +147,11 @@ typedef struct luaws_loop {
 	int owns_uv;              /* luaws created the loop, so luaws closes it */
 	void *luv;                /* luv's context (luv_ctx_t) when luv shares the loop */
 	struct lws_context *ctx;
-	struct lws_vhost *vhost;  /* of every luaws socket, accepted or dialed */
+	struct lws_vhost *vhost;  /* of every luaws socket, accepted or dialed, but: */
+	struct lws_context *low_ctx; /* accepted descriptors below low_fds (loop.c) */
+	struct lws_vhost *low_vhost;
+	uv_idle_t *low_idle;      /* low_ctx's idle handle (as lws_idle) */
+	int low_fds;              /* slots in low_ctx's table (0: none) */
 	uv_timer_t step_timer;
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
@@ -168,6 +172,7 @@ typedef struct luaws_loop {
 /* loop.c */
 luaws_loop *luaws_loop_get(lua_State *L);
 int luaws_loop_context(lua_State *L, luaws_loop *loop);
+void luaws_loop_low_context(luaws_loop *loop);
 void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx);
 void luaws_wake(luaws_loop *loop, luaws_waitable *w);
 void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w);
@@ -179,7 +184,8 @@ int luaws_loop_open(lua_State *L);
 
 /* limits.c: lws's descriptor table, the open-files limit, lws's log level */
 struct lws_context *luaws_create_context(luaws_loop *loop,
-					 struct lws_context_creation_info *info);
+					 struct lws_context_creation_info *info, long cap,
+					 int *table);
 int luaws_limits_open(lua_State *L);
 
 /* protocol.c: the one lws protocol (raw sockets) and its callback */
@@ -389,6 +395,7 @@ int luaws_signal_open(lua_State *L);
 
 /* headers.c: header lists "name\0value\0..." */
 void luaws_push_headers(lua_State *L, const luaws_buf *list);
+void luaws_fill_headers(lua_State *L, int idx, const luaws_buf *list);
 int luaws_headers_next(const luaws_buf *b, size_t *off, const char **name, const char **value);
 int luaws_headers_append(luaws_buf *out, const luaws_buf *list);
 void luaws_headers_store(lua_State *L, int idx, luaws_buf *out);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <ctype.h>
 
 #include "luaws.h"
 
@@ -27,12 +28,14 @@ typedef struct luaws_request {
 	luaws_loop *loop;
 	struct lws *wsi;
 	int head_done, rx_paused;
-	int registered; /* registry[r] holds the userdata (C's reference, dropped once) */
+	int ref; /* C's reference to the userdata (LUA_NOREF once dropped): a luaL_ref, an
+		  * integer key, since a key per request in the registry's hash part made
+		  * Lua rebuild that part every few requests */
 	enum request_decision decision;
 	char remote[56];   /* the client's address, from accept */
 	luaws_buf head;    /* the request head as it arrives */
 	luaws_buf early;   /* what came after the head */
-	luaws_buf headers; /* parsed: "name\0value\0" */
+	luaws_buf headers; /* parsed: "name\0value\0", inside head (http.c) */
 } luaws_request;
 
 /* Accepting pauses this long when the process is out of descriptors. */
@@ -108,15 +111,15 @@ static int protected_new_request(lua_State *L)
 	r = lua_newuserdatauv(L, sizeof(*r), 1);
 	memset(r, 0, sizeof(*r));
 	r->kind = LUAWS_KIND_REQUEST;
+	r->ref = LUA_NOREF;
 	r->loop = loop;
 	r->wsi = wsi;
 	lws_strncpy(r->remote, l->accepted_from, sizeof(r->remote));
 	luaL_setmetatable(L, LUAWS_REQUEST_MT);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, l); /* the server's on_request */
 	lua_setiuservalue(L, -2, 1);
-	/* C holds it until the handler has it: registry[r] = userdata */
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
-	r->registered = 1;
+	/* C holds it until the handler has it */
+	r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lws_set_opaque_user_data(wsi, r);
 	return 0;
 }
@@ -152,18 +155,53 @@ static int request_adopt(luaws_loop *loop, struct lws *wsi)
 static void release(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	if (!r->registered || r->loop->closing || !L)
+	if (r->ref == LUA_NOREF || r->loop->closing || !L)
 		return;
-	r->registered = 0;
-	lua_pushnil(L);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+	luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+	r->ref = LUA_NOREF;
 }
 
-/* The head is complete: call the Lua on_request(w, method, target, headers, remote). */
+static int hex_digit(char c)
+{
+	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/* Push s with %XX escapes decoded, as http.lua's unescape did (Go's URL.Path: "%2F"
+ * stays a byte of the path); s itself when it has none. */
+static void push_unescaped(lua_State *L, const char *s, size_t len)
+{
+	const char *pct = memchr(s, '%', len);
+	luaL_Buffer b;
+	size_t i;
+	if (!pct) {
+		lua_pushlstring(L, s, len);
+		return;
+	}
+	luaL_buffinit(L, &b);
+	luaL_addlstring(&b, s, (size_t)(pct - s));
+	for (i = (size_t)(pct - s); i < len; i++) {
+		if (s[i] == '%' && i + 2 < len && isxdigit((unsigned char)s[i + 1]) &&
+		    isxdigit((unsigned char)s[i + 2])) {
+			luaL_addchar(&b, (char)(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2])));
+			i += 2;
+		} else {
+			luaL_addchar(&b, s[i]);
+		}
+	}
+	luaL_pushresult(&b);
+}
+
+/* The head is complete: call the Lua on_request(w, method, target, rawpath, path, query,
+ * host, remote, tls): the target split at '?' (the path also decoded), the Host header
+ * (nil without one) and the TLS connection state (nil on plain HTTP). The headers stay
+ * here until Lua asks for them (w:_headers, w:_ws_headers): most WebSocket handlers
+ * never read r.Header, and a Lua table of them was a tenth of a handshake's Lua work. */
 static void run_handler(luaws_request *r)
 {
 	lua_State *L = r->loop->L;
-	char *method, *target;
+	char *method, *target, *q;
+	const char *host;
+	size_t tl;
 
 	if (luaws_http_parse_request(&r->head, &method, &target, &r->headers)) {
 		static const char msg[] = "400 Bad Request";
@@ -171,15 +209,31 @@ static void run_handler(luaws_request *r)
 		release(r);
 		return;
 	}
-	lua_rawgetp(L, LUA_REGISTRYINDEX, r);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
 	lua_getiuservalue(L, -1, 1);
 	lua_insert(L, -2);
-	lua_pushstring(L, method);
-	lua_pushstring(L, target);
-	luaws_push_headers(L, &r->headers);
-	lua_pushstring(L, r->remote);
+	lua_pushlstring(L, method, strlen(method));
+	tl = strlen(target);
+	lua_pushlstring(L, target, tl);
+	q = memchr(target, '?', tl);
+	if (q)
+		lua_pushlstring(L, target, (size_t)(q - target));
+	else
+		lua_pushvalue(L, -1);
+	push_unescaped(L, target, q ? (size_t)(q - target) : tl);
+	if (q)
+		lua_pushlstring(L, q + 1, tl - (size_t)(q - target) - 1);
+	else
+		lua_pushliteral(L, "");
+	host = luaws_http_header(&r->headers, "host");
+	if (host)
+		lua_pushlstring(L, host, strlen(host));
+	else
+		lua_pushnil(L);
+	lua_pushlstring(L, r->remote, strlen(r->remote));
+	luaws_tls_push_state(L, r->wsi);
 	release(r); /* from now on the handler's references keep it */
-	luaws_pcall(L, 5, 0);
+	luaws_pcall(L, 9, 0);
 }
 
 static int request_rx(luaws_request *r, const unsigned char *in, size_t len)
@@ -238,23 +292,28 @@ int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *
 	}
 }
 
-/* w:_upgrade(key, subprotocol, headers [, offers, compression]) -> conn | nil, reason:
- * answer 101. offers: the client's Sec-WebSocket-Extensions (permessage-deflate is
- * negotiated with the CompressionOptions table compression when given). */
-static int l_upgrade(lua_State *L)
+/* Answer r with 101 and push the new luaws.Conn (1 result), or nil and the reason (2).
+ * sub: the subprotocol or NULL; extra_idx: a flat {name, value, ...} list of more
+ * response headers at that index, or 0; offers: the client's Sec-WebSocket-Extensions
+ * (permessage-deflate is negotiated with the CompressionOptions table at cfg_idx, or
+ * the defaults when 0), or NULL for no compression. */
+static int upgrade(lua_State *L, luaws_request *r, const char *key, const char *sub,
+		   int extra_idx, const char *offers, int cfg_idx)
 {
-	luaws_request *r = check_request(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *sub = luaL_optstring(L, 3, NULL);
-	const char *offers = luaL_optstring(L, 5, NULL);
+	/* the fixed part without printf: this runs for every connection */
+	static const char head101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				      "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
 	luaws_loop *loop = r->loop;
 	luaws_buf extra = {0}, out = {0};
+	unsigned char small[sizeof(head101) + 32];
+	const unsigned char *answer;
+	size_t alen;
 	char accept[32];
 	struct lws *wsi = r->wsi;
 	luaws_conn *c;
 	luaws_pmd_config pmd_cfg;
 	luaws_pmd_params pmd;
-	int n, rc, deflate = 0;
+	int n, rc = 0, deflate = 0;
 
 	if (r->decision != UNDECIDED)
 		return luaws_fail(L, "the request was already answered");
@@ -263,21 +322,29 @@ static int l_upgrade(lua_State *L)
 	if (sub && (strlen(sub) >= LUAWS_SUBPROTOCOL_MAX || strpbrk(sub, "\r\n")))
 		return luaL_argerror(L, 3, "invalid subprotocol name");
 	if (offers)
-		luaws_pmd_read_config(L, 6, &pmd_cfg);
-	luaws_headers_store(L, 4, &extra);
+		luaws_pmd_read_config(L, cfg_idx, &pmd_cfg);
+	if (extra_idx)
+		luaws_headers_store(L, extra_idx, &extra);
 	luaws_ws_accept(key, accept);
-	rc = luaws_buf_reserve(&out, LWS_PRE + 256);
-	if (!rc)
-		out.len = LWS_PRE;
-	/* the fixed part without printf: this runs for every connection */
-	static const char head101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-				      "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-	rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
-	     luaws_buf_append(&out, accept, strlen(accept)) || luaws_buf_append(&out, "\r\n", 2) ||
-	     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
-	     (offers && (deflate = luaws_pmd_negotiate(offers, &pmd_cfg, &pmd, &out)) < 0) ||
-	     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
-	luaws_buf_free(&extra);
+	if (!sub && !offers && !extra.len) {
+		/* the common answer, 129 bytes: on the stack (the sender copies what it keeps) */
+		memcpy(small, head101, sizeof(head101) - 1);
+		memcpy(small + sizeof(head101) - 1, accept, 28);
+		memcpy(small + sizeof(head101) - 1 + 28, "\r\n\r\n", 4);
+		answer = small;
+		alen = sizeof(head101) - 1 + 28 + 4;
+	} else {
+		rc = luaws_buf_reserve(&out, 256);
+		rc = rc || luaws_buf_append(&out, head101, sizeof(head101) - 1) ||
+		     luaws_buf_append(&out, accept, strlen(accept)) ||
+		     luaws_buf_append(&out, "\r\n", 2) ||
+		     (sub && *sub && luaws_buf_printf(&out, "Sec-WebSocket-Protocol: %s\r\n", sub)) ||
+		     (offers && (deflate = luaws_pmd_negotiate(offers, &pmd_cfg, &pmd, &out)) < 0) ||
+		     luaws_headers_append(&out, &extra) || luaws_buf_append(&out, "\r\n", 2);
+		luaws_buf_free(&extra);
+		answer = out.data;
+		alen = out.len;
+	}
 	if (rc) {
 		luaws_buf_free(&out);
 		return luaL_error(L, "luaws: out of memory");
@@ -293,7 +360,7 @@ static int l_upgrade(lua_State *L)
 	r->decision = UPGRADED;
 	r->wsi = NULL;
 	luaws_conn_attach(c, wsi);
-	n = luaws_send_bytes(c, out.data + LWS_PRE, out.len - LWS_PRE, 0);
+	n = luaws_send_bytes(c, answer, alen, 0);
 	luaws_buf_free(&out);
 	if (n < 0) {
 		if (c->wsi) {
@@ -309,6 +376,18 @@ static int l_upgrade(lua_State *L)
 	luaws_conn_start(c, r->early.data, r->early.len);
 	luaws_buf_free(&r->early);
 	return 1;
+}
+
+/* w:_upgrade(key, subprotocol, headers [, offers, compression]) -> conn | nil, reason:
+ * answer 101. offers: the client's Sec-WebSocket-Extensions (permessage-deflate is
+ * negotiated with the CompressionOptions table compression when given). */
+static int l_upgrade(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	const char *key = luaL_checkstring(L, 2);
+	const char *sub = luaL_optstring(L, 3, NULL);
+	const char *offers = luaL_optstring(L, 5, NULL);
+	return upgrade(L, r, key, sub, 4, offers, 6);
 }
 
 /* w:_respond(status, reason, headers, body) -> true | nil, reason */
@@ -356,7 +435,8 @@ static int request_gc(lua_State *L)
 	r->wsi = NULL;
 	luaws_buf_free(&r->head);
 	luaws_buf_free(&r->early);
-	luaws_buf_free(&r->headers);
+	r->headers.data = NULL; /* it points into head */
+	r->headers.len = 0;
 	return 0;
 }
 
@@ -410,7 +490,7 @@ static void on_listen_ready(uv_poll_t *h, int status, int events)
 		luaws_format_address((struct sockaddr *)&peer, l->accepted_from,
 				     sizeof(l->accepted_from));
 		memset(&info, 0, sizeof(info));
-		info.vh = l->loop->vhost;
+		info.vh = fd < l->loop->low_fds ? l->loop->low_vhost : l->loop->vhost;
 		info.type = LWS_ADOPT_SOCKET;
 		info.fd.sockfd = fd;
 		info.vh_prot_name = luaws_protocols[0].name;
@@ -476,6 +556,7 @@ static int l_listen(lua_State *L)
 		uv_ip6_addr("::", (int)port, (struct sockaddr_in6 *)&ss);
 	sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	luaws_loop_context(L, loop);
+	luaws_loop_low_context(loop);
 
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -565,6 +646,188 @@ static int server_tostring(lua_State *L)
 	return 1;
 }
 
+/* Does the header value v hold token (lower case, tl bytes) among its comma-separated
+ * values, exactly as header.lua's has_token finds it in r.Header: each piece between
+ * commas trimmed of Lua's %s (isspace), compared through tolower, as string.lower does. */
+static int value_has_token(const char *v, const char *token, size_t tl)
+{
+	for (;;) {
+		const char *e = strchr(v, ','), *t = v;
+		size_t l, i;
+		if (!e)
+			e = v + strlen(v);
+		while (t < e && isspace((unsigned char)*t))
+			t++;
+		l = (size_t)(e - t);
+		while (l && isspace((unsigned char)t[l - 1]))
+			l--;
+		if (l == tl) {
+			for (i = 0; i < l && tolower((unsigned char)t[i]) == token[i]; i++)
+				;
+			if (i == l)
+				return 1;
+		}
+		if (!*e)
+			return 0;
+		v = e + 1;
+	}
+}
+
+/* What Upgrade reads of the request headers, found in one pass: whether Connection holds
+ * "upgrade", Upgrade "websocket" and Sec-WebSocket-Version "13" (any of their lines),
+ * and the first Sec-WebSocket-Key and Origin (NULL when absent). */
+struct ws_headers {
+	int connection, upgrade, version;
+	const char *key, *origin;
+};
+
+static void scan_ws_headers(const luaws_buf *list, struct ws_headers *o)
+{
+	const char *n, *v;
+	size_t off = 0;
+	memset(o, 0, sizeof(*o));
+	while (luaws_headers_next(list, &off, &n, &v)) {
+		switch (n[0]) {
+		case 'c':
+			if (!o->connection && !strcmp(n, "connection"))
+				o->connection = value_has_token(v, "upgrade", 7);
+			break;
+		case 'u':
+			if (!o->upgrade && !strcmp(n, "upgrade"))
+				o->upgrade = value_has_token(v, "websocket", 9);
+			break;
+		case 'o':
+			if (!o->origin && !strcmp(n, "origin"))
+				o->origin = v;
+			break;
+		case 's':
+			if (!strcmp(n, "sec-websocket-key")) {
+				if (!o->key)
+					o->key = v;
+			} else if (!o->version && !strcmp(n, "sec-websocket-version")) {
+				o->version = value_has_token(v, "13", 2);
+			}
+			break;
+		}
+	}
+}
+
+static void push_or_nil(lua_State *L, const char *s)
+{
+	if (s)
+		lua_pushlstring(L, s, strlen(s));
+	else
+		lua_pushnil(L);
+}
+
+/* w:_ws_headers(extensions) -> connection_upgrade, upgrade_websocket, version_13, key,
+ * origin [, extensions]: what Upgrade reads of a request whose r.Header was never
+ * touched, the same answers header.lua would give from the table: the three token
+ * checks, the first Sec-WebSocket-Key and Origin (nil when absent), and when asked
+ * every Sec-WebSocket-Extensions value joined with ", " (nil when absent). */
+static int l_request_ws_headers(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	const luaws_buf *h = &r->headers;
+	struct ws_headers ws;
+	scan_ws_headers(h, &ws);
+	lua_pushboolean(L, ws.connection);
+	lua_pushboolean(L, ws.upgrade);
+	lua_pushboolean(L, ws.version);
+	push_or_nil(L, ws.key);
+	push_or_nil(L, ws.origin);
+	if (!lua_toboolean(L, 2))
+		return 5;
+	{
+		const char *n, *v;
+		size_t off = 0;
+		int found = 0;
+		luaL_Buffer b;
+		luaL_buffinit(L, &b);
+		while (luaws_headers_next(h, &off, &n, &v)) {
+			if (strcmp(n, "sec-websocket-extensions"))
+				continue;
+			if (found++)
+				luaL_addstring(&b, ", ");
+			luaL_addstring(&b, v);
+		}
+		luaL_pushresult(&b);
+		if (!found) {
+			lua_pop(L, 1);
+			lua_pushnil(L);
+		}
+	}
+	return 6;
+}
+
+/* upgrader.lua's origin_allowed: is there no Origin, or does the host of origin (the
+ * part after "scheme://" up to '/', '?' or '#', user info removed) equal host, ignoring
+ * case? The same steps as its Lua patterns, with the same ctype classes. */
+static int origin_allowed(const char *origin, const char *host, size_t hl)
+{
+	const char *p = origin, *h, *e, *at;
+	size_t i;
+	if (!origin)
+		return 1;
+	if (!isalpha((unsigned char)*p))
+		return 0;
+	for (p++; isalnum((unsigned char)*p) || *p == '+' || *p == '.' || *p == '-'; p++)
+		;
+	if (strncmp(p, "://", 3))
+		return 0;
+	h = p + 3;
+	for (e = h; *e && *e != '/' && *e != '?' && *e != '#'; e++)
+		;
+	for (at = e; at > h && at[-1] != '@'; at--)
+		;
+	if (at > h)
+		h = at;
+	if ((size_t)(e - h) != hl)
+		return 0;
+	for (i = 0; i < hl; i++)
+		if (tolower((unsigned char)h[i]) != tolower((unsigned char)host[i]))
+			return 0;
+	return 1;
+}
+
+/* w:_ws_upgrade(host) -> conn | false | nil, reason: Upgrade's whole way for the common
+ * case (an Upgrader without CheckOrigin, Subprotocols or compression, no response
+ * headers, r.Header untouched and this request's, method GET, host r.Host): the
+ * checks of the handshake, in C, then the 101. false when a check fails or anything is
+ * unusual (nothing was done: Upgrade takes its general way, which finds the same and
+ * answers it); nil and the reason as from _upgrade. */
+static int l_request_ws_upgrade(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	struct ws_headers ws;
+	const char *host = "";
+	size_t hl = 0;
+	if (lua_type(L, 2) == LUA_TSTRING)
+		host = lua_tolstring(L, 2, &hl);
+	else if (!lua_isnil(L, 2))
+		goto general;
+	if (r->decision != UNDECIDED || !r->wsi)
+		goto general;
+	scan_ws_headers(&r->headers, &ws);
+	if (!ws.connection || !ws.upgrade || !ws.version || !ws.key || !*ws.key ||
+	    !origin_allowed(ws.origin, host, hl))
+		goto general;
+	lua_settop(L, 1);
+	return upgrade(L, r, ws.key, NULL, 0, NULL, 0);
+general:
+	lua_pushboolean(L, 0);
+	return 1;
+}
+
+/* w:_headers(t): add every request header to t (raw sets), as r.Header holds them. */
+static int l_request_headers(lua_State *L)
+{
+	luaws_request *r = check_request(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	luaws_fill_headers(L, 2, &r->headers);
+	return 0;
+}
+
 /* w:_tls() -> the connection's tls.ConnectionState table, or nil (plain HTTP) */
 static int l_request_tls(lua_State *L)
 {
@@ -575,6 +838,9 @@ static int l_request_tls(lua_State *L)
 static const luaL_Reg request_methods[] = {
 	{"_upgrade", l_upgrade},
 	{"_tls", l_request_tls},
+	{"_ws_headers", l_request_ws_headers},
+	{"_ws_upgrade", l_request_ws_upgrade},
+	{"_headers", l_request_headers},
 	{"_respond", l_respond},
 	{NULL, NULL},
 };

@@ -34,6 +34,7 @@ end
 
 -- The C primitives the per-message paths call, looked up once.
 local c_read, c_write = Conn._read, Conn._write
+local current, park_on = sched.current, sched.park_on
 
 local function check_conn(c, method)
   if getmetatable(c) ~= conn_mt then
@@ -48,7 +49,7 @@ M.is_conn = function(c) return getmetatable(c) == conn_mt end
 -- short path.
 function M.set_write_buffer(c, n)
   local st = state(c)
-  if type(n) == "number" and n > 0 then st.write_buffer = math.floor(n) end
+  if n ~= nil and type(n) == "number" and n > 0 then st.write_buffer = math.floor(n) end
 end
 
 local timeout_error = errors.new("websocket: i/o timeout", { timeout = true })
@@ -70,8 +71,10 @@ local function run_control_handlers(c, st)
   end
 end
 
--- The read side ended: build the permanent error (running a Lua close handler first).
--- cause: as the C read primitives report it ("peer", "limit", "failed", "gone").
+-- The read side ended: build the permanent error (running a Lua close handler first)
+-- and return nil, nil, err. cause: as the C read primitives report it ("peer", "limit",
+-- "failed", "gone"). Tail-called, so that the error is built at the reader's depth: see
+-- sched.park_on.
 local function read_ended(c, st, code, text, cause)
   local err
   if code == -1 then
@@ -91,7 +94,7 @@ local function read_ended(c, st, code, text, cause)
   end
   st.read_err = err
   st.plain = false
-  return err
+  return nil, nil, err
 end
 
 -- Start a read: refuse a second concurrent reader, drop what an unfinished NextReader
@@ -128,7 +131,7 @@ local function await(c, st, primitive, arg)
     if err ~= nil then st.read_err = err; st.plain = false; return nil, nil, err end
     local a, b, text, peer = primitive(c, arg)
     if a then return a, b end
-    if a == nil then return nil, nil, read_ended(c, st, b, text, peer) end
+    if a == nil then return read_ended(c, st, b, text, peer) end
     wait_read(c, st)
   end
 end
@@ -140,12 +143,20 @@ function Conn:ReadMessage()
     -- the short path of the loop below: nothing to run between waits
     local mt, data, text, peer = c_read(self)
     while mt == false do
-      wait_read(self, st)
+      -- wait_read, inlined: a coroutine's stack starts with 40 slots (see sched.park_on)
+      local co = current()
+      if co then
+        st.reader = co
+        park_on(self, co)
+        st.reader = nil
+      else
+        wait_read(self, st)
+      end
       if not st.plain then return await(self, st, c_read) end
       mt, data, text, peer = c_read(self)
     end
     if mt then return mt, data end
-    return nil, nil, read_ended(self, st, data, text, peer)
+    return read_ended(self, st, data, text, peer)
   end
   check_conn(self, "ReadMessage")
   local err
@@ -336,15 +347,20 @@ local function release_writer(st)
   end
 end
 
--- Send one frame and wait while the send queue is over its limit.
-local function send(c, st, opcode, data, fin)
-  local ok, reason = c_write(c, opcode, data, fin)
+-- What c_write's answer (ok, reason) comes to: wait while the send queue is over its
+-- limit, then true | nil, err.
+local function sent(c, st, ok, reason)
   while ok == false do
     sched.wait(c)
     ok, reason = c:_drained()
   end
   if ok then return true end
   return nil, write_failed(st, reason)
+end
+
+-- Send one frame and wait while the send queue is over its limit.
+local function send(c, st, opcode, data, fin)
+  return sent(c, st, c_write(c, opcode, data, fin))
 end
 
 local control = { [8] = true, [9] = true, [10] = true }
@@ -360,8 +376,11 @@ function Conn:WriteMessage(mt, data)
   local st = states[self]
   if st and (mt == 1 or mt == 2) and type(data) == "string" and st.writer == nil
     and st.write_err == nil then
-    -- the short path: a data message, no NextWriter open, nothing failed yet
-    return send(self, st, mt, data, true)
+    -- the short path: a data message, no NextWriter open, nothing failed yet (send,
+    -- inlined: C calls need 20 free stack slots, see sched.park_on)
+    local ok, reason = c_write(self, mt, data, true)
+    if ok then return true end
+    return sent(self, st, ok, reason)
   end
   check_conn(self, "WriteMessage")
   check_type(mt, "WriteMessage")

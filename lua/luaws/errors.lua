@@ -40,11 +40,19 @@ local function close_prefix(code)
   return p
 end
 
--- A close frame from the peer (or 1006 when the connection dropped without one).
-function M.CloseError(code, text)
-  local msg = close_prefix(code)
+local function close_error_fields(code, text)
+  -- the cache read inline: a call here would be the fifth level of a handler's
+  -- coroutine, and each new level allocates a CallInfo
+  local msg = close_prefixes[code] or close_prefix(code)
   if text and text ~= "" then msg = msg .. ": " .. text else text = "" end
-  return setmetatable({ code = code, text = text, close = true, msg = msg }, Error)
+  return { code = code, text = text, close = true, msg = msg }
+end
+
+-- A close frame from the peer (or 1006 when the connection dropped without one). Its
+-- one C call (setmetatable) is two slots above it: every connection's reader ends with
+-- one of these, deep in its coroutine's stack (see sched.park_on).
+function M.CloseError(code, text)
+  return setmetatable(close_error_fields(code, text), Error)
 end
 
 function M.HandshakeError(reason, status)

@@ -68,7 +68,50 @@ end
 -- (received headers, from C).
 function M.wrap(t) return setmetatable(t, Header) end
 
-function M.is(h) return getmetatable(h) == Header end
+-- A request's r.Header starts empty, its headers still in C (the request userdata), and
+-- fills itself the first time it is used: indexed, assigned to or iterated with pairs.
+-- Most WebSocket handlers never read it (Upgrade asks C while it is untouched, see
+-- source), and building it was a tenth of a handshake's Lua work. Only raw access
+-- (rawget, next) before that first use tells the difference.
+local Lazy = { __name = "luaws.Header" }
+local sources = setmetatable({}, { __mode = "k" }) -- untouched lazy Header -> request
+
+local function fill(h)
+  local req = sources[h]
+  sources[h] = nil
+  setmetatable(h, Header)
+  if req then req:_headers(h) end
+end
+
+Lazy.__index = function(h, k)
+  fill(h)
+  return h[k]
+end
+Lazy.__newindex = function(h, k, v)
+  fill(h)
+  h[k] = v
+end
+Lazy.__pairs = function(h)
+  fill(h)
+  return next, h, nil
+end
+
+-- lazy(req) -> an empty Header that takes request req's headers on first use
+function M.lazy(req)
+  local h = setmetatable({}, Lazy)
+  sources[h] = req
+  return h
+end
+
+-- source(h) -> the request whose headers h stands for while nobody has touched it (its
+-- C answers are then exactly what h would give), or nil
+function M.source(h) return sources[h] end
+M.sources = sources -- the same, for the per-request path
+
+function M.is(h)
+  local mt = getmetatable(h)
+  return mt == Header or mt == Lazy
+end
 
 -- Flatten a Header or plain table into {name, value, name, value, ...} for C.
 function M.flatten(h, into)
@@ -94,7 +137,14 @@ end
 local function lookup(h, name)
   local v = rawget(h, name)
   if v ~= nil then return v end
-  if getmetatable(h) == Header then return rawget(h, lower(name)) end
+  local mt = getmetatable(h)
+  if mt == Lazy then
+    fill(h)
+    v = rawget(h, name)
+    if v ~= nil then return v end
+    mt = Header
+  end
+  if mt == Header then return rawget(h, lower(name)) end
   v = h[name] -- a plain table
   if v ~= nil then return v end
   local lname = lower(name)

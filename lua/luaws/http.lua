@@ -9,8 +9,6 @@ local errors = require "luaws.errors"
 local header = require "luaws.header"
 local conn = require "luaws.conn"
 
-local find, sub = string.find, string.sub
-
 local M = {}
 
 local status_text = {
@@ -21,12 +19,6 @@ local status_text = {
   [503] = "Service Unavailable",
 }
 function M.StatusText(code) return status_text[code] or "" end
-
--- Percent-decoding of a URL path ("%2F" stays a byte of the path, as in Go's URL.Path).
-local function unescape(s)
-  if not find(s, "%", 1, true) then return s end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
 
 -- ResponseWriter: what a handler writes a plain HTTP answer through.
 local ResponseWriter = { __name = "luaws.ResponseWriter" }
@@ -170,11 +162,13 @@ end
 M.DefaultServeMux = M.NewServeMux()
 function M.HandleFunc(pattern, handler) return M.DefaultServeMux:HandleFunc(pattern, handler) end
 
--- dispatch(handler) -> the function the C listener calls for each request: build w and
--- r, start the handler's coroutine, and when it ends answer what it left unanswered
--- (or close its connection with 1011 if it failed). handler is a function or has
--- ServeHTTP; nil means DefaultServeMux.
-function M.dispatch(handler)
+-- dispatch(handler [, active]) -> the function the C listener calls for each request:
+-- build w and r, start the handler's coroutine (recorded in active[w] when given), and
+-- when it ends answer what it left unanswered (or close its connection with 1011 if it
+-- failed). handler is a function or has ServeHTTP; nil means DefaultServeMux. C hands
+-- over the target already split (rawpath, path decoded, query), the Host header and the
+-- TLS state; r.Header stays in C until first used (header.lazy).
+function M.dispatch(handler, active)
   handler = handler or M.DefaultServeMux
   local serve
   if type(handler) == "function" then
@@ -182,24 +176,22 @@ function M.dispatch(handler)
   else
     serve = function(w, r) return handler:ServeHTTP(w, r) end
   end
-  return function(req, method, target, headers, remote)
+  local lazy, spawn, run = header.lazy, sched.spawn, sched.run
+  return function(req, method, target, rawpath, path, query, host, remote, tls)
     local w = new_writer(req)
-    local path, query = target, ""
-    local q = find(target, "?", 1, true)
-    if q then path, query = sub(target, 1, q - 1), sub(target, q + 1) end
-    local host = headers.host
-    if type(host) == "table" then host = host[1] end
     local r = {
       Method = method,
-      URL = { Path = unescape(path), RawPath = path, RawQuery = query },
-      Header = header.wrap(headers), -- names come lower case from C
+      URL = { Path = path, RawPath = rawpath, RawQuery = query },
+      Header = lazy(req),
       Host = host or "",
       RemoteAddr = remote,
       Proto = "HTTP/1.1",
       RequestURI = target,
-      TLS = req:_tls(), -- tls.ConnectionState, nil on plain HTTP
+      TLS = tls, -- tls.ConnectionState, nil on plain HTTP
     }
-    sched.start(serve, w, w, r) -- w's __exit runs when the handler ends
+    local co = spawn(serve, w) -- w's __exit runs when the handler ends
+    if active then active[w] = co end
+    run(co, w, r)
   end
 end
 

@@ -76,13 +76,7 @@ local function listen(addr, handler, opts)
   end
   local s = setmetatable({ port = 0, host = host or "", active = setmetatable({}, weak_keys),
     on_shutdown = {} }, Server)
-  local inner, active = handler or http.DefaultServeMux, s.active
-  local function tracked(w, r)
-    active[w] = coroutine.running()
-    if type(inner) == "function" then return inner(w, r) end
-    return inner:ServeHTTP(w, r)
-  end
-  local srv, p = core.listen(host, port, http.dispatch(tracked),
+  local srv, p = core.listen(host, port, http.dispatch(handler, s.active),
     opts.HandshakeTimeout or 10, opts.ReusePort, tls_config)
   if not srv then
     return nil, errors.new("listen tcp " .. addr .. ": " .. tostring(p))

@@ -119,6 +119,7 @@ local function assign(obj, k, v)
   local why = v ~= nil and problem(mt.what, mt.spec, k, v)
   if why then error(why, 2) end
   mt.__index[k] = v
+  mt.values[k] = v
 end
 
 local function fields_of(obj) return next, getmetatable(obj).__index, nil end
@@ -126,13 +127,21 @@ local function fields_of(obj) return next, getmetatable(obj).__index, nil end
 -- new(class, spec, opts): an object with the fields of opts (already checked), whose
 -- later assignments are checked; its methods are class's.
 function M.new(class, spec, opts)
-  local fields = setmetatable({}, class)
-  for k, v in pairs(opts or {}) do fields[k] = v end
+  local fields, values = setmetatable({}, class), {}
+  for k, v in pairs(opts or {}) do
+    fields[k] = v
+    values[k] = v
+  end
   return setmetatable({}, {
     __index = fields, __newindex = assign, __pairs = fields_of, __name = class.__name,
-    class = class, what = class.__name:match("[^.]+$"), spec = spec,
+    class = class, what = class.__name:match("[^.]+$"), spec = spec, values = values,
   })
 end
+
+-- values(obj) -> a plain table (no metatable) that always holds obj's fields, for
+-- per-request code: reading an unset field through obj misses in three tables (obj, its
+-- fields, its class).
+function M.values(obj) return getmetatable(obj).values end
 
 -- is(obj, class): obj was made by new(class, ...)
 function M.is(obj, class)

@@ -6,7 +6,6 @@ local core = require "luaws.core"
 local create, resume, yield, running, status =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 
-local getmetatable = debug and debug.getmetatable or getmetatable -- no __metatable lookup
 
 local sched = {}
 
@@ -47,12 +46,7 @@ local function run(co, a, b)
     local hook = on_exit[co]
     if hook then
       on_exit[co] = nil
-      local hok, herr
-      if type(hook) == "function" then
-        hok, herr = pcall(hook, ok, err)
-      else
-        hok, herr = pcall(getmetatable(hook).__exit, hook, ok, err)
-      end
+      local hok, herr = pcall(hook.__exit, hook, ok, err)
       if not hok then io.stderr:write("luaws: error in exit hook: ", tostring(herr), "\n") end
     end
   end
@@ -84,9 +78,9 @@ function sched.go(fn, ...)
 end
 
 -- Start fn(...) now, in a new coroutine, until it first blocks (server handlers: lws
--- needs the upgrade decided before its callback returns). When the coroutine ends, hook
--- runs: a function(ok, err), or an object whose metatable's __exit(obj, ok, err) is
--- called (the server's, so no closure is made per request).
+-- needs the upgrade decided before its callback returns). When the coroutine ends,
+-- hook.__exit(hook, ok, err) runs: hook is an object that reaches an __exit method by
+-- indexing (a ResponseWriter: no closure is made per request).
 function sched.start(fn, hook, ...)
   local co = create(fn)
   if hook then on_exit[co] = hook end
@@ -94,7 +88,15 @@ function sched.start(fn, hook, ...)
   return co
 end
 
-function sched.set_exit_hook(co, hook) on_exit[co] = hook end
+-- sched.start in two steps: the coroutine (with its exit hook), then sched.run(co, ...)
+-- when the caller has recorded it.
+function sched.spawn(fn, hook)
+  local co = create(fn)
+  if hook then on_exit[co] = hook end
+  return co
+end
+
+function sched.set_exit_hook(co, hook) on_exit[co] = hook end -- hook as for sched.start
 
 -- One turn of the loop: run what is ready, poll (waiting at most timeout seconds; nil:
 -- as long as needed), hand woken objects to their waiters, run those. A main-chunk
@@ -176,6 +178,21 @@ function sched.wait(obj, co, armed)
   end
   refuse_outside_goroutine()
   sched.step(nil)
+end
+
+-- sched.wait for co, the running coroutine the scheduler resumes (sched.current()), on
+-- obj already armed. A handler's coroutine starts with 40 stack slots and Lua moves it to
+-- a bigger stack (2k instructions, and 1.3 KiB more for the collector) the first time a
+-- call, C ones needing 20 free slots, goes beyond: ReadMessage waits through here, with
+-- two parameters, so that the yield of a handler that reads at its top level fits.
+function sched.park_on(obj, co)
+  if waiters[obj] == nil then
+    waiters[obj] = co
+  else
+    local more = more_waiters[obj]
+    if more then more[#more + 1] = co else more_waiters[obj] = { co } end
+  end
+  return yield(PARKED)
 end
 
 -- Park the calling coroutine until someone calls sched.ready(co, ...) (channels).

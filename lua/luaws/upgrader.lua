@@ -10,6 +10,10 @@ local http = require "luaws.http"
 local M = {}
 
 local has_token = header.has_token
+local sources = header.sources
+local check_writer = http.check_writer
+local set_write_buffer = conn.set_write_buffer
+local upgrade -- Upgrade's general way
 
 -- Upgrader{CheckOrigin=, Subprotocols=, HandshakeTimeout=, ReadBufferSize=,
 -- WriteBufferSize=, Error=, EnableCompression=, CompressionOptions=}
@@ -25,6 +29,9 @@ local upgrader_fields = {
   WriteBufferPool = "unimplemented",
 }
 
+-- Upgrader -> its fields as a plain table (options.new's values), for Upgrade
+local upgraders = setmetatable({}, { __mode = "k" })
+
 function M.Upgrader(opts)
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -32,18 +39,21 @@ function M.Upgrader(opts)
     end
     options.check("Upgrader", upgrader_fields, opts, 2)
   end
-  return options.new(Upgrader, upgrader_fields, opts)
+  local u = options.new(Upgrader, upgrader_fields, opts)
+  upgraders[u] = options.values(u)
+  return u
 end
 
--- gorilla's default: no Origin header, or its host equals the request's Host.
-local function same_origin(r)
-  local origin = header.get(r.Header, "origin")
+-- gorilla's default: no Origin header (origin nil), or its host equals the request's Host.
+local function origin_allowed(origin, r)
   if origin == nil then return true end
   local host = origin:match("^%a[%w+.-]*://([^/?#]*)")
   if not host then return false end
   host = host:gsub("^.*@", "")
   return host:lower() == (r.Host or ""):lower()
 end
+
+local function same_origin(r) return origin_allowed(header.get(r.Header, "origin"), r) end
 M.CheckSameOrigin = same_origin
 
 -- Subprotocols(r) -> the list the client offered
@@ -84,29 +94,65 @@ local function select_subprotocol(u, r, response_header)
 end
 
 -- u:Upgrade(w, r [, responseHeader]) -> conn | nil, err
+-- While r.Header is untouched (header.source), its headers are read in C instead of
+-- filling the table: each answer is what the table would give. The common case is one
+-- C call (w:_ws_upgrade); otherwise the general way below.
 function Upgrader:Upgrade(w, r, response_header)
-  if not options.is(self, Upgrader) then
+  local o = upgraders[self]
+  if not o then
     error("bad self to 'Upgrade' (luaws.Upgrader expected; call it as u:Upgrade(w, r))", 2)
   end
-  http.check_writer(w, "Upgrade")
+  check_writer(w, "Upgrade")
   if type(r) ~= "table" or not r.Header then
     error("bad argument #2 to 'Upgrade' (request expected)", 2)
   end
+  local req = w.req
+  if response_header == nil and sources[r.Header] == req and not w.answered and
+    r.Method == "GET" and o.CheckOrigin == nil and o.Subprotocols == nil and
+    not o.EnableCompression then
+    -- the common case, all in C (w:_ws_upgrade): false sends it the general way
+    local c, err = req:_ws_upgrade(r.Host)
+    if c then
+      w.answered, w.conn = true, c
+      set_write_buffer(c, o.WriteBufferSize)
+      return c
+    elseif c == nil then
+      return nil, errors.new("websocket: " .. err)
+    end
+  end
+  return upgrade(self, o, w, r, response_header)
+end
+
+-- The general way of Upgrade, w and r checked. C's answers about an untouched r.Header
+-- (w:_ws_headers) are used only while r.Header is still that table: CheckOrigin, the
+-- one user function called here, may fill or replace it.
+function upgrade(self, o, w, r, response_header)
   if response_header ~= nil and type(response_header) ~= "table" then
-    error("bad argument #3 to 'Upgrade' (header table expected)", 2)
+    error("bad argument #3 to 'Upgrade' (header table expected)", 2) -- tail-called
   end
   local bad = "the client is not using the websocket protocol: "
   local hdr = r.Header
-  if not has_token(hdr, "connection", "upgrade") then
+  local req = header.source(hdr)
+  local conn_ok, upgrade_ok, version_ok, key, origin, offers
+  local asked = o.EnableCompression -- offers comes from C only when asked for
+  if req then
+    conn_ok, upgrade_ok, version_ok, key, origin, offers = req:_ws_headers(asked)
+  else
+    conn_ok = has_token(hdr, "connection", "upgrade")
+    upgrade_ok = conn_ok and has_token(hdr, "upgrade", "websocket")
+    version_ok = upgrade_ok and r.Method == "GET" and
+      has_token(hdr, "sec-websocket-version", "13")
+  end
+  if not conn_ok then
     return self:returnError(w, r, 400, bad .. "'upgrade' token not found in 'Connection' header")
   end
-  if not has_token(hdr, "upgrade", "websocket") then
+  if not upgrade_ok then
     return self:returnError(w, r, 400, bad .. "'websocket' token not found in 'Upgrade' header")
   end
   if r.Method ~= "GET" then
     return self:returnError(w, r, 405, bad .. "request method is not GET")
   end
-  if not has_token(hdr, "sec-websocket-version", "13") then
+  if not version_ok then
     return self:returnError(w, r, 400,
       "unsupported version: 13 not found in 'Sec-Websocket-Version' header")
   end
@@ -115,16 +161,27 @@ function Upgrader:Upgrade(w, r, response_header)
     return self:returnError(w, r, 500,
       "application specific 'Sec-WebSocket-Extensions' headers are unsupported")
   end
-  local check = self.CheckOrigin or same_origin
-  if not check(r) then
+  local check = o.CheckOrigin
+  local ok
+  if check then
+    ok = check(r)
+  elseif req and r.Header == hdr and header.source(hdr) then
+    ok = origin_allowed(origin, r)
+  else
+    ok = same_origin(r)
+  end
+  if not ok then
     return self:returnError(w, r, 403, "request origin not allowed by Upgrader.CheckOrigin")
   end
-  local key = header.get(r.Header, "sec-websocket-key") or ""
+  if not (req and r.Header == hdr and header.source(hdr)) then
+    key = header.get(r.Header, "sec-websocket-key")
+  end
+  key = key or ""
   if key == "" then
     return self:returnError(w, r, 400, "not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank")
   end
   local sub
-  if response_header or self.Subprotocols then
+  if response_header or o.Subprotocols then
     sub = select_subprotocol(self, r, response_header)
   end
   local extra
@@ -132,13 +189,16 @@ function Upgrader:Upgrade(w, r, response_header)
     rh:Del("Sec-Websocket-Protocol")
     extra = header.flatten(rh)
   end
-  local offers
-  if self.EnableCompression then offers = header.joined(hdr, "sec-websocket-extensions") end
-  local c, err = http.switch_protocols(w, key, sub, extra, offers, self.CompressionOptions)
+  if not o.EnableCompression then
+    offers = nil
+  elseif not (asked and req and header.source(hdr)) then
+    offers = header.joined(hdr, "sec-websocket-extensions")
+  end
+  local c, err = http.switch_protocols(w, key, sub, extra, offers, o.CompressionOptions)
   if not c then
     return nil, errors.new("websocket: " .. err)
   end
-  conn.set_write_buffer(c, self.WriteBufferSize)
+  conn.set_write_buffer(c, o.WriteBufferSize)
   return c
 end
 

@@ -1,0 +1,113 @@
+-- lws's descriptor tables (src/loop.c, luaws_loop_low_context): a server whose main
+-- table is bigger than 1024 slots puts the sockets it accepts with descriptors below
+-- 1024 in a second lws context with a table of 1024, so that closing one does not read
+-- the whole big table; the others stay in the main context. Both kinds must work alike.
+-- Each case runs in a child lua5.4 (its own open-files limit) on the build under test.
+local support = require "support"
+
+lazy_setup(function() support.keepalive(true) end)
+lazy_teardown(function() support.keepalive(false) end)
+
+local build = os.getenv("LUAWS_BUILD") or "build"
+
+local function run_lua(src, timeout, prefix)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(([[
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.cpath = %q .. package.cpath
+]]):format(build .. "/?.so;"), src)
+  f:close()
+  local cmd = "bash -c " .. support.shell_quote(prefix .. "; exec lua5.4 " .. support.shell_quote(path))
+  local ok, status, out = pcall(support.run_child, cmd, timeout or 30)
+  os.remove(path)
+  if not ok then error(status, 0) end
+  return status, out
+end
+
+local function hard_limit()
+  local p = io.popen("bash -c 'ulimit -Hn'")
+  local v = p:read("l")
+  p:close()
+  return v == "unlimited" and math.huge or tonumber(v) or 0
+end
+
+-- A server (echo, then the close handshake), and rounds of a client against it: each
+-- prints "<tag> <echo> <close code the client read> <close code the server read>".
+local server_and_rounds = [[
+local websocket = require "luaws"
+local core = require "luaws.core"
+local server_saw = {}
+local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)
+  local c = assert(websocket.Upgrader():Upgrade(w, r))
+  while true do
+    local mt, data, err = c:ReadMessage()
+    if err then server_saw[#server_saw + 1] = err.code break end
+    c:WriteMessage(mt, data)
+  end
+  c:Close()
+end))
+local url = "ws://127.0.0.1:" .. srv:Port() .. "/"
+print("tables", core._fd_tables())
+local function round(tag, n)
+  local conns = {}
+  for i = 1, n or 1 do
+    local c, _, err = websocket.DefaultDialer:Dial(url)
+    assert(c, tostring(err))
+    conns[i] = c
+  end
+  for i, c in ipairs(conns) do
+    assert(c:WriteMessage(websocket.TextMessage, tag .. i))
+    local _, data = c:ReadMessage()
+    assert(data == tag .. i, tostring(data))
+    assert(c:WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye")))
+    local _, _, err = c:ReadMessage()
+    c:Close()
+    websocket.Sleep(0.01)
+    print(tag, data, err and err.code, server_saw[#server_saw])
+  end
+end
+]]
+
+describe("lws's descriptor tables", function()
+  it("a server with a big table gets a low one, and sockets below 1024 and beyond both work", function()
+    if hard_limit() < 4096 then
+      pending("needs a hard limit on open files of at least 4096")
+      return
+    end
+    local status, out = run_lua(server_and_rounds .. [[
+round("low", 3)
+-- occupy the descriptors below 1024: the next sockets come after them
+local files = {}
+for i = 1, 1100 do files[i] = assert(io.open("/dev/null")) end
+round("high", 3)
+for i = 1, 1100 do files[i]:close() end
+files = nil
+collectgarbage()
+round("again", 3)
+srv:Close()
+print("done")
+]], 60, "ulimit -Sn 4096")
+    assert.are.equal(0, status, out)
+    assert.matches("tables\t4096\t1024\n", out, 1, true)
+    for _, tag in ipairs({ "low", "high", "again" }) do
+      for i = 1, 3 do
+        assert.matches(("%s\t%s%d\t1000\t1000\n"):format(tag, tag, i), out, 1, true)
+      end
+    end
+    assert.matches("done\n", out, 1, true)
+    assert.is_nil(out:find("too high", 1, true), out)
+  end)
+
+  it("a table of 1024 slots or fewer gets none", function()
+    local status, out = run_lua(server_and_rounds .. [[
+round("only", 2)
+print("done")
+]], 30, "ulimit -Sn 1024")
+    assert.are.equal(0, status, out)
+    assert.matches("tables\t1024\t0\n", out, 1, true)
+    assert.matches("only\tonly1\t1000\t1000\n", out, 1, true)
+    assert.matches("only\tonly2\t1000\t1000\n", out, 1, true)
+    assert.matches("done\n", out, 1, true)
+  end)
+end)
