@@ -36,7 +36,7 @@ build = {
         "src/inbox.c", "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c",
         "src/process.c", "src/protocol.c", "src/proxy.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
-        "src/timer.c", "src/tls.c", "src/utf8.c",
+        "src/timer.c", "src/tls.c", "src/tls_config.c", "src/utf8.c",
       },
       libraries = { "websockets", "uv", "ssl", "crypto", "z", "m" },
       incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },

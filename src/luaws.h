@@ -359,10 +359,16 @@ int luaws_tls_idle(struct lws *wsi);
 void luaws_tls_close_notify(struct lws *wsi);
 void luaws_tls_free(struct lws *wsi);
 void luaws_tls_push_state(lua_State *L, struct lws *wsi);
+/* tls_config.c: luaws.TLSConfig (an SSL_CTX); tls.c tells it when an SSL takes or drops
+ * a reference to one */
 SSL_CTX *luaws_tls_check_config(lua_State *L, int idx, int server);
+void luaws_tls_ctx_took(SSL_CTX *ctx);
+void luaws_tls_ctx_dropped(SSL_CTX *ctx);
+struct x509_store_ctx_st;
+int luaws_tls_verified(int ok, struct x509_store_ctx_st *store);
 SSL_CTX *luaws_tls_config_ref(SSL_CTX *ctx);
 void luaws_tls_config_unref(SSL_CTX *ctx);
-int luaws_tls_open(lua_State *L);
+int luaws_tls_config_open(lua_State *L);
 
 /* server.c */
 int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,
