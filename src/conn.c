@@ -25,6 +25,7 @@ static const char *const state_names[] = {"connecting", "upgrading",      "open"
 
 luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 {
+	/* user value 1: conn.lua's state table for it (core.conn_state) */
 	luaws_conn *c = lua_newuserdatauv(L, sizeof(*c), 1);
 	memset(c, 0, sizeof(*c));
 	c->kind = LUAWS_KIND_CONN;
@@ -517,8 +518,12 @@ static int l_write(lua_State *L)
 	luaws_conn *c = luaws_conn_check(L);
 	int opcode = (int)luaL_checkinteger(L, 2), frame_op;
 	size_t len;
-	const unsigned char *data = (const unsigned char *)luaL_checklstring(L, 3, &len);
+	const unsigned char *data;
 	int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
+
+	if (lua_type(L, 3) != LUA_TSTRING) /* WriteMessage's short path: it raises */
+		return luaws_fail(L, "type");
+	data = (const unsigned char *)lua_tolstring(L, 3, &len);
 
 	if (!(opcode <= 2 || (opcode >= 8 && opcode <= 10)))
 		return luaL_argerror(L, 2, "unknown message type");
@@ -742,6 +747,21 @@ static const luaL_Reg conn_methods[] = {
 	{NULL, NULL},
 };
 
+/* core.conn_state(c [, st]) -> the Lua-side state table conn.lua keeps in c's user
+ * value (nil until it sets one); with st, sets it. Internal: conn.lua's only. */
+static int l_conn_state(lua_State *L)
+{
+	if (lua_type(L, 1) != LUA_TUSERDATA)
+		return 0;
+	if (lua_gettop(L) >= 2) {
+		lua_settop(L, 2);
+		lua_setiuservalue(L, 1, 1);
+		return 0;
+	}
+	lua_getiuservalue(L, 1, 1);
+	return 1;
+}
+
 /* core.conn_methods() -> the __index table of luaws.Conn (for the Lua front to extend),
  * its metatable */
 static int l_conn_methods(lua_State *L)
@@ -757,6 +777,8 @@ int luaws_conn_open(lua_State *L)
 	luaws_new_type(L, LUAWS_CONN_MT, conn_methods, l_tostring, l_gc, l_close_var);
 	lua_pushcfunction(L, l_conn_methods);
 	lua_setfield(L, -2, "conn_methods");
+	lua_pushcfunction(L, l_conn_state);
+	lua_setfield(L, -2, "conn_state");
 	luaws_receiver_open(L);
 	luaws_deadline_open(L);
 	luaws_deflate_open(L);

@@ -15,14 +15,15 @@ local Conn, conn_mt = core.conn_methods()
 
 -- Lua-side state of each connection, created on first use. st.plain is true while
 -- reads need none of the Lua-side machinery (no ping/pong handler, no open NextReader,
--- no error yet): ReadMessage then takes its short path.
-local states = setmetatable({}, { __mode = "k" })
+-- no error yet): ReadMessage then takes its short path. It lives in the Conn userdata's
+-- user value (core.conn_state), so it goes with the Conn (no weak table to sweep).
+local conn_state = core.conn_state
 local function state(c)
-  local st = states[c]
+  local st = conn_state(c)
   if not st then
     -- the nil fields size the table for what every connection's reads add
     st = { write_buffer = 4096, plain = true, reader = nil, read_err = nil }
-    states[c] = st
+    conn_state(c, st)
   end
   return st
 end
@@ -138,7 +139,7 @@ end
 
 -- c:ReadMessage() -> messageType, data | nil, nil, err
 function Conn:ReadMessage()
-  local st = states[self]
+  local st = conn_state(self)
   if st and st.plain and st.reader == nil then
     -- the short path of the loop below: nothing to run between waits
     local mt, data, text, peer = c_read(self)
@@ -373,14 +374,14 @@ end
 
 -- c:WriteMessage(messageType, data) -> true | nil, err
 function Conn:WriteMessage(mt, data)
-  local st = states[self]
-  if st and (mt == 1 or mt == 2) and type(data) == "string" and st.writer == nil
-    and st.write_err == nil then
+  local st = conn_state(self)
+  if st and (mt == 1 or mt == 2) and st.writer == nil and st.write_err == nil then
     -- the short path: a data message, no NextWriter open, nothing failed yet (send,
-    -- inlined: C calls need 20 free stack slots, see sched.park_on)
+    -- inlined: C calls need 20 free stack slots, see sched.park_on); C refuses data
+    -- that is not a string ("type"), for the checks below to raise about
     local ok, reason = c_write(self, mt, data, true)
     if ok then return true end
-    return sent(self, st, ok, reason)
+    if reason ~= "type" then return sent(self, st, ok, reason) end
   end
   check_conn(self, "WriteMessage")
   check_type(mt, "WriteMessage")
