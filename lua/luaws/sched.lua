@@ -167,15 +167,7 @@ end
 function sched.wait(obj, co, armed)
   if co == nil then co = parkable() end
   if not armed then obj:_arm() end
-  if co then
-    if waiters[obj] == nil then
-      waiters[obj] = co
-    else
-      local more = more_waiters[obj]
-      if more then more[#more + 1] = co else more_waiters[obj] = { co } end
-    end
-    return yield(PARKED)
-  end
+  if co then return sched.park_on(obj, co) end
   refuse_outside_goroutine()
   sched.step(nil)
 end
