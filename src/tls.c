@@ -150,26 +150,35 @@ static long flush(luaws_tls *t)
 	return (long)n;
 }
 
+/* A subject alternative name as text: a DNS name, or an IP address written into ip
+ * (*is_ip set); NULL for other kinds. */
+static const char *san_text(const GENERAL_NAME *g, char ip[64], int *is_ip)
+{
+	int len;
+	*is_ip = 0;
+	if (g->type == GEN_DNS)
+		return (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+	if (g->type != GEN_IPADD)
+		return NULL;
+	len = g->d.iPAddress->length;
+	if (len != 4 && len != 16)
+		return NULL;
+	*is_ip = 1;
+	return inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress),
+			 ip, 64);
+}
+
 /* The certificate's names, as Go lists them in "certificate is valid for ...". */
 static void cert_names(X509 *cert, char *out, size_t size)
 {
 	GENERAL_NAMES *sans = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) :
 				     NULL;
-	int i;
+	int i, is_ip;
+	char ip[64];
 	out[0] = '\0';
 	for (i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
-		GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+		const char *name = san_text(sk_GENERAL_NAME_value(sans, i), ip, &is_ip);
 		size_t at = strlen(out);
-		char ip[64];
-		const char *name = NULL;
-		if (g->type == GEN_DNS) {
-			name = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
-		} else if (g->type == GEN_IPADD && (g->d.iPAddress->length == 4 ||
-						    g->d.iPAddress->length == 16)) {
-			inet_ntop(g->d.iPAddress->length == 4 ? AF_INET : AF_INET6,
-				  ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
-			name = ip;
-		}
 		if (name)
 			lws_snprintf(out + at, size - at, "%s%s", at ? ", " : "", name);
 	}
@@ -575,20 +584,16 @@ static void push_cert(lua_State *L, X509 *cert)
 	lua_newtable(L); /* DNSNames */
 	lua_newtable(L); /* IPAddresses */
 	for (i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
-		GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-		if (g->type == GEN_DNS) {
-			lua_pushstring(L, (const char *)ASN1_STRING_get0_data(g->d.dNSName));
-			lua_rawseti(L, -3, ++nd);
-		} else if (g->type == GEN_IPADD) {
-			char ip[64];
-			int len = g->d.iPAddress->length;
-			const unsigned char *a = ASN1_STRING_get0_data(g->d.iPAddress);
-			if (len == 4 || len == 16) {
-				inet_ntop(len == 4 ? AF_INET : AF_INET6, a, ip, sizeof(ip));
-				lua_pushstring(L, ip);
-				lua_rawseti(L, -2, ++ni);
-			}
-		}
+		char ip[64];
+		int is_ip;
+		const char *name = san_text(sk_GENERAL_NAME_value(sans, i), ip, &is_ip);
+		if (!name)
+			continue;
+		lua_pushstring(L, name);
+		if (is_ip)
+			lua_rawseti(L, -2, ++ni); /* IPAddresses */
+		else
+			lua_rawseti(L, -3, ++nd); /* DNSNames */
 	}
 	GENERAL_NAMES_free(sans);
 	lua_setfield(L, -3, "IPAddresses");
