@@ -80,7 +80,13 @@ $(EMBED): examples/embed/host.c $(CORE)
 
 embed: $(EMBED)
 
-test: $(CORE) $(UNIT) $(EMBED)
+# Test only, never installed: a host process with a second thread (spec/fd_tables_spec.lua)
+THREADED = $(BUILD)/threaded-host
+$(THREADED): spec/unit/threaded_host.c
+	$(CC) $(filter-out -fPIC -fvisibility=hidden,$(CFLAGS)) -pthread -o $@ $< \
+		$(shell $(PKG_CONFIG) --libs $(LUA_PC)) -lm
+
+test: $(CORE) $(UNIT) $(EMBED) $(THREADED)
 	LUAWS_BUILD=$(BUILD) $(TEST_ENV) $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 
 # The churn soak, 8 s, under ASan/UBSan with the leak checker (CI runs it).
@@ -96,7 +102,7 @@ soak-asan:
 stress-asan:
 	$(MAKE) test SANITIZE=1 BUSTED_ARGS=spec/issue9_writepath_spec.lua
 
-test-valgrind: $(CORE) $(UNIT)
+test-valgrind: $(CORE) $(UNIT) $(EMBED) $(THREADED)
 	LUAWS_BUILD=$(BUILD) LUAWS_SPEC_TIMEOUT=1200 $(BUSTED) --lua=$(CURDIR)/scripts/valgrind-lua $(BUSTED_ARGS)
 
 install: $(CORE)

@@ -10,7 +10,8 @@ lazy_teardown(function() support.keepalive(false) end)
 
 local build = os.getenv("LUAWS_BUILD") or "build"
 
-local function run_lua(src, timeout, prefix)
+-- runner: "lua5.4" or the test host with a second thread (spec/unit/threaded_host.c)
+local function run_lua(src, timeout, prefix, runner)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(([[
@@ -18,7 +19,7 @@ package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = %q .. package.cpath
 ]]):format(build .. "/?.so;"), src)
   f:close()
-  local cmd = "bash -c " .. support.shell_quote(prefix .. "; exec lua5.4 " .. support.shell_quote(path))
+  local cmd = "bash -c " .. support.shell_quote(prefix .. "; exec " .. (runner or "lua5.4") .. " " .. support.shell_quote(path))
   local ok, status, out = pcall(support.run_child, cmd, timeout or 30)
   os.remove(path)
   if not ok then error(status, 0) end
@@ -109,5 +110,67 @@ print("done")
     assert.matches("only\tonly1\t1000\t1000\n", out, 1, true)
     assert.matches("only\tonly2\t1000\t1000\n", out, 1, true)
     assert.matches("done\n", out, 1, true)
+  end)
+end)
+
+-- Issue 11: luaws changes no process-wide setting unless asked. lws sizes its table by
+-- the soft limit; luaws sets the soft limit to the size it wants for that one call only
+-- where no one can see it: in a process with one thread. A host with a second thread
+-- (which reads the limit all the time, and would see a change) keeps its limit.
+describe("the open-files limit while lws's tables are made", function()
+  local host = build .. "/threaded-host"
+  local serve = server_and_rounds .. [[
+round("r", 2)
+srv:Close()
+print("done")
+]]
+  local function check_rounds(out)
+    assert.matches("r\tr1\t1000\t1000\n", out, 1, true)
+    assert.matches("r\tr2\t1000\t1000\n", out, 1, true)
+    assert.matches("done\n", out, 1, true)
+  end
+
+  it("one thread: the tables get 16384 and 1024 slots, and the limit is as it was", function()
+    if hard_limit() <= 16384 then
+      pending("needs a hard limit on open files above 16384")
+      return
+    end
+    local status, out = run_lua(serve .. [[
+for line in io.lines("/proc/self/limits") do
+  local soft = line:match("^Max open files%s+(%S+)")
+  if soft then print("soft", soft) end
+end
+]], 30, "ulimit -Sn $(ulimit -Hn)")
+    assert.are.equal(0, status, out)
+    assert.matches("tables\t16384\t1024\n", out, 1, true)
+    assert.matches("soft\t" .. hard_limit() .. "\n", out, 1, true)
+    check_rounds(out)
+  end)
+
+  it("a second thread never sees the limit change, and lws sizes its table by it", function()
+    if hard_limit() <= 16384 or hard_limit() > 10000000 then
+      pending("needs a hard limit on open files above 16384 and at most 10000000")
+      return
+    end
+    local status, out = run_lua(serve, 30, "ulimit -Sn $(ulimit -Hn)", host)
+    assert.are.equal(0, status, out)
+    local reads, lowest = out:match("watched (%d+) (%d+)\n")
+    assert.is_truthy(reads, out)
+    assert.is_true(tonumber(reads) > 1000, out)
+    assert.are.equal(hard_limit(), tonumber(lowest), out)
+    assert.matches("tables\t" .. hard_limit() .. "\t0\n", out, 1, true)
+    check_rounds(out)
+  end)
+
+  it("a second thread: a table size the program asks for is what it gets", function()
+    if hard_limit() < 4096 then
+      pending("needs a hard limit on open files of at least 4096")
+      return
+    end
+    local status, out = run_lua(serve, 30, "ulimit -Sn $(ulimit -Hn); export LUAWS_MAX_FDS=2048", host)
+    assert.are.equal(0, status, out)
+    assert.matches("tables\t2048\t1024\n", out, 1, true)
+    assert.matches("watched %d+ %d+\n", out)
+    check_rounds(out)
   end)
 end)

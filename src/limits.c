@@ -8,11 +8,17 @@
  * reads all of it at every socket close (sanity_assert_no_sockfd_traces, unix-fds.c):
  * with a container's limit of 1048576 that is 8 MB per closed connection. Its own knob,
  * fd_limit_per_thread, is worse: below the limit it switches every fd lookup to a linear
- * scan. So luaws lowers the soft limit only while lws_create_context runs, to the table
- * size it wants, and restores it at once; the accept path refuses descriptors beyond the
- * table (server.c).
+ * scan. So luaws sets the soft limit to the table size it wants while lws_create_context
+ * runs, and restores it at once, but only where no one can see the change: in a process
+ * with one thread (counted in /proc/self/stat), with every signal held. In a process with
+ * more threads, another could open a file (EMFILE) or fork (its child would keep the
+ * lowered limit) meanwhile, so there lws sizes the table by the soft limit, as it would
+ * alone, unless the program asked for a size (SetMaxOpenFiles, $LUAWS_MAX_FDS). The
+ * accept path refuses descriptors beyond the table (server.c).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +37,8 @@
  * is): luaws sets it once, at its first context, and never over the program's choice. */
 static int lws_log_level_chosen;
 
-static long fd_table_cap(const luaws_loop *loop)
+/* The table size the program asked for (SetMaxOpenFiles, then $LUAWS_MAX_FDS), or 0. */
+static long fd_table_asked(const luaws_loop *loop)
 {
 	const char *env;
 	if (loop->fd_table_cap)
@@ -43,38 +50,77 @@ static long fd_table_cap(const luaws_loop *loop)
 		if (!*end && n >= FD_TABLE_MIN && n <= FD_TABLE_MAX)
 			return n;
 	}
-	return FD_TABLE_DEFAULT;
+	return 0;
 }
 
-/* lws_create_context with a descriptor table of min(soft limit, cap) slots (cap 0: the
- * program's SetMaxOpenFiles, $LUAWS_MAX_FDS or the default); stores the size in *table.
+/* Whether this process runs one thread: field 20 (num_threads) of /proc/self/stat, which
+ * follows the command name in parentheses. Unknown counts as more than one. */
+static int single_threaded(void)
+{
+	char buf[512], *p, *save = NULL;
+	ssize_t n;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	/* after ')': field 3 (state) ... field 20 */
+	for (field = 3, p = strtok_r(p + 1, " ", &save); p && field < 20; field++)
+		p = strtok_r(NULL, " ", &save);
+	return p && strcmp(p, "1") == 0;
+}
+
+/* lws_create_context with a descriptor table of min(soft limit, cap) slots, cap 0 meaning
+ * the program's size or FD_TABLE_DEFAULT; stores the size in *table. When the soft limit
+ * is above the cap and the change could be seen (more than one thread, nothing asked), the
+ * table is the soft limit's size, or with must_cap no context is made (NULL, *table 0).
  * The soft limit is as it was when this returns. */
 struct lws_context *luaws_create_context(luaws_loop *loop,
 					 struct lws_context_creation_info *info, long cap,
-					 int *table)
+					 int must_cap, int *table)
 {
 	struct rlimit was, during;
 	struct lws_context *ctx;
-	long n;
+	sigset_t all, held;
+	long n, asked = fd_table_asked(loop);
 	int lowered = 0, unset = 0;
 
 	if (!cap)
-		cap = fd_table_cap(loop);
+		cap = asked ? asked : FD_TABLE_DEFAULT;
 	if (__atomic_compare_exchange_n(&lws_log_level_chosen, &unset, 1, 0, __ATOMIC_SEQ_CST,
 					__ATOMIC_SEQ_CST))
 		lws_set_log_level(LLL_ERR, NULL);
 	/* (RLIM_INFINITY is the largest rlim_t) */
 	if (getrlimit(RLIMIT_NOFILE, &was) == 0 && was.rlim_cur > (rlim_t)cap) {
-		during = was;
-		during.rlim_cur = (rlim_t)cap;
-		lowered = setrlimit(RLIMIT_NOFILE, &during) == 0;
+		if (asked || single_threaded()) {
+			sigfillset(&all);
+			sigprocmask(SIG_BLOCK, &all, &held);
+			during = was;
+			during.rlim_cur = (rlim_t)cap;
+			lowered = setrlimit(RLIMIT_NOFILE, &during) == 0;
+			if (!lowered)
+				sigprocmask(SIG_SETMASK, &held, NULL);
+		}
+		if (!lowered && must_cap) {
+			*table = 0;
+			return NULL;
+		}
 	}
 	/* what lws will read, and its own rule for it */
 	n = sysconf(_SC_OPEN_MAX);
 	*table = n == -1 || n > FD_TABLE_MAX ? 2560 : (int)n;
 	ctx = lws_create_context(info);
-	if (lowered)
+	if (lowered) {
 		setrlimit(RLIMIT_NOFILE, &was);
+		sigprocmask(SIG_SETMASK, &held, NULL);
+	}
 	return ctx;
 }
 

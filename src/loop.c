@@ -229,7 +229,7 @@ int luaws_loop_context(lua_State *L, luaws_loop *loop)
 	if (loop->ctx)
 		return 0;
 	context_info(loop, &info, foreign);
-	loop->ctx = luaws_create_context(loop, &info, 0, &loop->max_fds);
+	loop->ctx = luaws_create_context(loop, &info, 0, 0, &loop->max_fds);
 	if (!loop->ctx)
 		return luaL_error(L, "luaws: cannot create the libwebsockets context "
 				     "(is libwebsockets-evlib-uv installed?)");
@@ -273,7 +273,7 @@ void luaws_loop_low_context(luaws_loop *loop)
 	context_info(loop, &info, foreign);
 	memset(&walk, 0, sizeof(walk));
 	uv_walk(loop->uv, list_idles, &walk);
-	loop->low_ctx = luaws_create_context(loop, &info, LOW_FD_TABLE, &table);
+	loop->low_ctx = luaws_create_context(loop, &info, LOW_FD_TABLE, 1, &table);
 	if (!loop->low_ctx)
 		return;
 	uv_walk(loop->uv, find_new_idle, &walk);

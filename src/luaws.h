@@ -185,7 +185,7 @@ int luaws_loop_open(lua_State *L);
 /* limits.c: lws's descriptor table, the open-files limit, lws's log level */
 struct lws_context *luaws_create_context(luaws_loop *loop,
 					 struct lws_context_creation_info *info, long cap,
-					 int *table);
+					 int must_cap, int *table);
 int luaws_limits_open(lua_State *L);
 
 /* protocol.c: the one lws protocol (raw sockets) and its callback */
