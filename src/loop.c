@@ -386,6 +386,23 @@ static void step_timeout(uv_timer_t *t)
 	(void)t;
 }
 
+/* lws starts its idle handle after every socket event it handles, and libuv 1.44 decides
+ * whether uv_run(UV_RUN_ONCE) may sleep before it runs idle callbacks: with the handle
+ * active, the poll does not wait even though lws's callback stops the handle. A step
+ * after a message would then return with nothing, and the next one sleep: one more
+ * epoll_wait and one more turn of the scheduler per message on a quiet connection. So
+ * the step runs lws's idle work itself first (what uv_run would run next anyway);
+ * 1 when that woke an object (the caller must not sleep), else 0. */
+static int run_lws_idle(luaws_loop *loop)
+{
+	size_t woken = loop->nwoken;
+	if (loop->lws_idle && uv_is_active((uv_handle_t *)loop->lws_idle))
+		loop->lws_idle->idle_cb(loop->lws_idle);
+	if (loop->low_idle && uv_is_active((uv_handle_t *)loop->low_idle))
+		loop->low_idle->idle_cb(loop->low_idle);
+	return loop->nwoken != woken;
+}
+
 /* core.step(timeout, ready) -> n: run the loop once, waiting at most timeout seconds
  * (nil, negative or math.huge: until something happens), then store the woken objects
  * in ready[1..n]. -1 instead when it would wait forever: no timeout and nothing that
@@ -429,6 +446,8 @@ static int l_step(lua_State *L)
 		run_deferred(loop);
 	loop->stepping = 1;
 	loop->L = L;
+	if (mode == UV_RUN_ONCE && run_lws_idle(loop))
+		mode = UV_RUN_NOWAIT; /* it woke someone: uv_stop made uv_run a no-op */
 	luv_mode(loop, (int)mode);
 	uv_run(loop->uv, mode);
 	luv_mode(loop, -1);
