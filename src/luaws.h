@@ -163,6 +163,10 @@ typedef struct luaws_loop {
 	struct luaws_pmd_pool *pmd_pool; /* deflate.c: zlib streams between messages */
 	luaws_deferred *deferred;  /* run at the start of the next step */
 	int stepping, closing;
+	int nosleep;              /* set in a step by core.nosleep: something is ready */
+	uint64_t spin_ns;         /* busy polling before a step sleeps (SetBusyPoll; 0: off) */
+	unsigned spin_rate;       /* how often a spin finds work: 0..SPIN_ONE, a moving average */
+	unsigned spin_probe;      /* sleeps since the last spin */
 	unsigned live_conns;
 	unsigned fault_request;   /* test hook (core._inject_fault): fail the next Request */
 	int max_fds;              /* slots in lws's descriptor table (0: no context yet) */

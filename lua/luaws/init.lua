@@ -73,6 +73,7 @@ local websocket = {
   Notify = runtime.Notify,
   Await = runtime.Await,
   Interrupt = runtime.Interrupt,
+  SetBusyPoll = runtime.SetBusyPoll,
 
   -- embedding in a host loop: wait on BackendFd() for at most BackendTimeout()
   -- seconds, then Step(0)

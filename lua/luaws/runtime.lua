@@ -229,6 +229,17 @@ function M.Sleep(seconds)
   while t:_take() == 0 do sched.wait(t) end
 end
 
+-- SetBusyPoll(seconds) -> the previous value: how long the loop polls for events
+-- before it sleeps, when such polls usually find something (loop.c, spin). 0 turns it
+-- off; at most 0.01.
+function M.SetBusyPoll(seconds)
+  if type(seconds) ~= "number" or not (seconds >= 0 and seconds <= 0.01) then -- NaN too
+    error("bad argument #1 to 'SetBusyPoll' (number of seconds from 0 to 0.01 expected, got " ..
+      (seconds ~= seconds and "NaN" or type(seconds) == "number" and tostring(seconds) or type(seconds)) .. ")", 2)
+  end
+  return core.set_busy_poll(seconds)
+end
+
 -- After(seconds) -> channel that receives the time once (never for math.huge).
 function M.After(seconds)
   check_seconds(seconds, "After")
