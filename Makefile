@@ -25,7 +25,7 @@ OPT ?= -O2 -g
 WARN = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS += $(OPT) $(WARN) -std=gnu11 -fPIC -fvisibility=hidden \
 	$(shell $(PKG_CONFIG) --cflags $(LUA_PC) libwebsockets libuv)
-LIBS = $(shell $(PKG_CONFIG) --libs libwebsockets libuv openssl) -lz -lm
+LIBS = $(shell $(PKG_CONFIG) --libs libwebsockets libuv openssl) -lz -lisal -lm
 LDFLAGS += -shared
 
 ifeq ($(SANITIZE),1)

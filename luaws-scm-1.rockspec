@@ -25,6 +25,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
+  ISAL = { header = "isa-l/igzip_lib.h", library = "isal" },
 }
 build = {
   type = "builtin",
@@ -33,14 +34,16 @@ build = {
       sources = {
         "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
         "src/deadline.c", "src/deflate.c", "src/frame.c", "src/headers.c", "src/http.c",
-        "src/inbox.c", "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c",
+        "src/igzip.c", "src/inbox.c", "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c",
         "src/process.c", "src/protocol.c", "src/proxy.c",
         "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/tls.c", "src/tls_config.c", "src/utf8.c",
       },
-      libraries = { "websockets", "uv", "ssl", "crypto", "z", "m" },
-      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
-      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
+      libraries = { "websockets", "uv", "ssl", "crypto", "z", "isal", "m" },
+      incdirs = { "$(LIBWEBSOCKETS_INCDIR)", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)",
+        "$(ISAL_INCDIR)" },
+      libdirs = { "$(LIBWEBSOCKETS_LIBDIR)", "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)",
+        "$(ISAL_LIBDIR)" },
       defines = {},
     },
     ["luaws"] = "lua/luaws/init.lua",

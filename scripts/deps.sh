@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install (as root, with apt) what luaws needs to build, run and be tested on Debian 12.
 # libssl-dev: TLS (src/tls.c); openssl: the specs make their certificates with it.
+# libisal-dev: Intel's ISA-L, whose igzip compresses whole messages for permessage-deflate
+# (src/igzip.c); zlib1g-dev does the rest of it.
 # lua-luv-dev: luv's C header, so luaws's loop becomes luv's when luv is loaded after luaws
 # (spec/luv_spec.lua); luaws builds and runs without it.
 # lua-cqueues, lua-event, lua-socket, lua-luv (each with a Lua 5.4 build) and prosody (0.12, on
@@ -16,7 +18,7 @@
 # them; about 300 MB installed, which the CI budget allows.
 set -euo pipefail
 PKGS=(build-essential pkg-config lua5.4 liblua5.4-dev libwebsockets-dev libssl-dev openssl curl
-      libwebsockets-evlib-uv libuv1-dev zlib1g-dev luarocks lua-busted lua-cjson
+      libwebsockets-evlib-uv libuv1-dev zlib1g-dev libisal-dev luarocks lua-busted lua-cjson
       python3 python3-websockets golang-go golang-github-gorilla-websocket-dev
       lua-cqueues lua-event lua-socket lua-luv lua-luv-dev prosody tinyproxy microsocks chromium)
 missing=()

@@ -3,8 +3,9 @@
  * exactly, the server's choice among the client's offers, the client's offer and its
  * check of the server's answer), the streams of each connection, a per-loop pool of
  * streams, compressing what a connection sends and inflating what it receives within a
- * limit. frame.c lets RSV1 through when a connection negotiated it, receiver.c and
- * conn.c call in here, sender.c still sends every byte.
+ * limit. Whole messages without context are compressed by igzip.c instead (ISA-L).
+ * frame.c lets RSV1 through when a connection negotiated it, receiver.c and conn.c call
+ * in here, sender.c still sends every byte.
  *
  * Memory. A zlib deflate stream costs (1 << (windowBits + 2)) + (1 << (memLevel + 9))
  * bytes plus ~6 KiB (262 KiB at 15 and 8), an inflate stream 1 << windowBits plus ~7 KiB.
@@ -38,6 +39,7 @@ typedef struct pmd_z {
 struct luaws_pmd_pool {
 	pmd_z *deflaters, *inflaters;
 	int ndeflaters, ninflaters;
+	struct luaws_igzip_pool *igzip; /* igzip.c's streams */
 	luaws_buf out;            /* what a message compressed to */
 	unsigned char chunk[INFLATE_CHUNK];
 };
@@ -211,6 +213,7 @@ void luaws_pmd_pool_free(luaws_loop *loop)
 		next = s->next;
 		z_free(s);
 	}
+	luaws_igzip_pool_free(pool->igzip);
 	luaws_buf_free(&pool->out);
 	free(pool);
 	loop->pmd_pool = NULL;
@@ -304,6 +307,26 @@ void luaws_pmd_key(const luaws_conn *c, int *bits, int *mem_level, int *level)
 	*level = c->pmd->level;
 }
 
+/* RFC 7692 7.2.1: the empty stored block a sync flush ends with is left off; with
+ * nothing new since the last flush, an empty stored block's first byte is sent instead
+ * (7.2.3.6). 0, or -1 when out of memory. */
+static int strip_tail(luaws_buf *out)
+{
+	if (out->len >= 4 && !memcmp(out->data + out->len - 4, tail, 4))
+		out->len -= 4;
+	else if (!out->len && luaws_buf_append(out, "", 1))
+		return -1;
+	return 0;
+}
+
+/* Whether a whole message of n bytes goes to igzip.c rather than zlib: no context to
+ * keep, the full window (igzip's), a level it has, and something to compress (zlib
+ * sends an empty message as the single 00 of RFC 7692 7.2.3.6). */
+static int whole_by_igzip(int no_takeover, int bits, int level, size_t n)
+{
+	return no_takeover && bits == 15 && luaws_igzip_level(level) && n > 0;
+}
+
 /* The stream for c's next compressed message. */
 static pmd_z *tx_stream(luaws_conn *c)
 {
@@ -346,11 +369,24 @@ int luaws_pmd_write(luaws_conn *c, int *opcode, int fin, const unsigned char **d
 			d->tx_msg = TX_NONE;
 		return 1;
 	}
-	if (!pool || !(s = tx_stream(c)))
+	if (!pool)
 		return -1;
-	d->tx_msg = TX_COMPRESSED;
 	out = &pool->out;
 	out->len = 0;
+	if (*opcode && fin && whole_by_igzip(d->p.tx_no_takeover, d->p.tx_bits, d->level, *len)) {
+		/* a whole message with no context: igzip.c */
+		if (luaws_igzip_compress(&pool->igzip, d->level, *data, *len, out))
+			return -1;
+		strip_tail(out);
+		d->tx_msg = TX_NONE;
+		*opcode = d->tx_opcode | LUAWS_RSV1;
+		*data = out->data;
+		*len = out->len;
+		return 1;
+	}
+	if (!(s = tx_stream(c)))
+		return -1;
+	d->tx_msg = TX_COMPRESSED;
 	if (run_deflate(s, pool, *data, *len, fin ? Z_SYNC_FLUSH : Z_NO_FLUSH)) {
 		/* the stream is in an unknown state: a new message starts afresh */
 		z_free(s);
@@ -359,12 +395,8 @@ int luaws_pmd_write(luaws_conn *c, int *opcode, int fin, const unsigned char **d
 		return -1;
 	}
 	if (fin) {
-		/* RFC 7692 7.2.1: the empty stored block a sync flush ends with is left off */
-		if (out->len >= 4 && !memcmp(out->data + out->len - 4, tail, 4))
-			out->len -= 4;
-		else if (!out->len && luaws_buf_append(out, "", 1))
-			return -1; /* nothing new since the last flush: an empty stored block's
-				    * first byte (RFC 7692 7.2.3.6) */
+		if (strip_tail(out))
+			return -1;
 		d->tx_msg = TX_NONE;
 		if (d->p.tx_no_takeover) {
 			give_back(c->loop, s);
@@ -386,8 +418,16 @@ int luaws_pmd_compress_alone(luaws_loop *loop, int bits, int mem_level, int leve
 			     const unsigned char *p, size_t n, luaws_buf *out)
 {
 	struct luaws_pmd_pool *pool = pool_of(loop);
-	pmd_z *s = pool ? take_deflater(loop, bits, mem_level, level) : NULL;
+	pmd_z *s;
 	int rc;
+	if (pool && whole_by_igzip(1, bits, level, n)) {
+		pool->out.len = 0;
+		if (luaws_igzip_compress(&pool->igzip, level, p, n, &pool->out) ||
+		    strip_tail(&pool->out))
+			return -1;
+		return luaws_buf_append(out, pool->out.data, pool->out.len);
+	}
+	s = pool ? take_deflater(loop, bits, mem_level, level) : NULL;
 	if (!s)
 		return -1;
 	pool->out.len = 0;

@@ -482,6 +482,13 @@ int luaws_pmd_inflate(luaws_conn *c, const unsigned char *in, size_t n, int fina
 		      const unsigned char **rest, size_t *rest_len);
 int luaws_deflate_open(lua_State *L);
 
+/* igzip.c: whole messages with no context, by ISA-L (levels 1 to 3, 15-bit window) */
+struct luaws_igzip_pool;
+int luaws_igzip_level(int level);
+int luaws_igzip_compress(struct luaws_igzip_pool **poolp, int level, const unsigned char *p,
+			 size_t n, luaws_buf *out);
+void luaws_igzip_pool_free(struct luaws_igzip_pool *pool);
+
 /* prepared.c */
 int luaws_prepared_open(lua_State *L);
 const unsigned char *luaws_prepared_frame(lua_State *L, int idx, int *opcode, size_t *len,
