@@ -961,6 +961,33 @@ fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x41))
     end
   end)
 
+  it("a busy connection keeps OpenSSL's record buffers, hands them back after a quiet second, and goes on", function()
+    local core = require "luaws.core"
+    local _, port = tls_server()
+    local c = dial(wss(port, "/busy"), { RootCAs = certs.ca })
+    assert.is_truthy(c)
+    local function burst(tag, n)
+      return support.run(function()
+        for i = 1, n do
+          local msg = tag .. i
+          assert(c:WriteMessage(websocket.TextMessage, msg))
+          local _, data = c:ReadMessage()
+          if data ~= msg then return ("%s: got %s"):format(msg, tostring(data)) end
+        end
+        return "ok"
+      end, 30)
+    end
+    assert.are.equal(0, core._tls_busy(), "a few handshake records keep nothing")
+    assert.are.equal("ok", burst("a", 200))
+    -- this process holds both ends: the client's socket and the server's
+    assert.are.equal(2, core._tls_busy())
+    assert.is_truthy(support.wait_for(function() return core._tls_busy() == 0 end, 5),
+      "still busy after a quiet period")
+    assert.are.equal("ok", burst("b", 20))
+    assert.are.equal("ok", burst("c", 200))
+    assert.are.equal(2, core._tls_busy())
+  end)
+
   it("close handshake over TLS: the codes round-trip both ways, and the server ends TLS with close_notify", function()
     local st = {}
     local srv = assert(websocket.Listen("127.0.0.1:0", function(w, r)

@@ -18,6 +18,7 @@ LUAWS_EXPORT int luaopen_luaws_core(lua_State *L)
 	luaws_prepared_open(L);
 	luaws_limits_open(L);
 	luaws_tls_config_open(L);
+	luaws_tls_open(L);
 	lua_pushstring(L, lws_get_library_version());
 	lua_setfield(L, -2, "lws_version");
 	return 1;

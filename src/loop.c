@@ -656,6 +656,7 @@ static int loop_gc(lua_State *L)
 	}
 	run_deferred(loop); /* after lws closed the sockets they mention */
 	uv_close((uv_handle_t *)&loop->step_timer, NULL);
+	uv_close((uv_handle_t *)&loop->tls_sweep, NULL);
 	run_closing(loop->uv);
 	if (loop->owns_uv) {
 		uv_walk(loop->uv, close_leftover, NULL);
@@ -716,6 +717,8 @@ int luaws_loop_open(lua_State *L)
 		uv_timer_init(loop->uv, &loop->step_timer);
 		loop->spin_ns = SPIN_DEFAULT_NS;
 		uv_unref((uv_handle_t *)&loop->step_timer);
+		uv_timer_init(loop->uv, &loop->tls_sweep);
+		uv_unref((uv_handle_t *)&loop->tls_sweep);
 		if (luaws_batch_new(loop))
 			return luaL_error(L, "luaws: out of memory");
 		loop->L = L;

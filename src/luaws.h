@@ -153,6 +153,8 @@ typedef struct luaws_loop {
 	uv_idle_t *low_idle;      /* low_ctx's idle handle (as lws_idle) */
 	int low_fds;              /* slots in low_ctx's table (0: none) */
 	uv_timer_t step_timer;
+	uv_timer_t tls_sweep;     /* tls.c: hands busy sockets' buffers back when quiet */
+	struct luaws_tls *tls_busy; /* tls.c: the sockets that keep their buffers */
 	int *woken;               /* registry refs handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
 	luaws_buf scratch;        /* a client frame being masked */
@@ -373,6 +375,7 @@ int luaws_tls_verified(int ok, struct x509_store_ctx_st *store);
 SSL_CTX *luaws_tls_config_ref(SSL_CTX *ctx);
 void luaws_tls_config_unref(SSL_CTX *ctx);
 int luaws_tls_config_open(lua_State *L);
+int luaws_tls_open(lua_State *L);
 
 /* server.c */
 int luaws_server_event(struct lws *wsi, enum lws_callback_reasons reason, void *in,

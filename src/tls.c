@@ -31,6 +31,15 @@
 /* The out buffer is freed when empty and larger than this (idle connections). */
 #define OUT_KEEP (16 * 1024)
 
+/* OpenSSL's record buffers (about 17 KiB each way). The SSL_CTX frees them after every
+ * record (SSL_MODE_RELEASE_BUFFERS): an idle connection holds none, but a busy one pays
+ * an allocation and a free per record each way (5 % of the instructions of a small
+ * echo over TLS). So a socket that reads or writes more than BUSY_OPS times within one
+ * sweep period keeps its buffers, and the loop's sweep timer hands them back once it
+ * has been quiet for a whole period. */
+#define BUSY_OPS 64
+#define SWEEP_MS 1000
+
 struct luaws_tls {
 	SSL *ssl;
 	struct lws *wsi;
@@ -40,7 +49,11 @@ struct luaws_tls {
 	luaws_buf out;           /* ciphertext for the socket, from LWS_PRE + sent on */
 	size_t sent;
 	unsigned server : 1, handshake_done : 1, failed : 1, gone : 1, got_bytes : 1,
-		 peer_done : 1; /* the peer's close_notify came */
+		 peer_done : 1, /* the peer's close_notify came */
+		 keeps_buffers : 1; /* on the loop's list of busy sockets */
+	unsigned ops;            /* reads and writes since ops_from (the last sweep) */
+	uint64_t ops_from;       /* the loop's time (ms) the count started */
+	luaws_tls *prev, *next;  /* the loop's busy sockets */
 	char error[160];         /* why the handshake or the connection failed */
 	char name[64];           /* a client's server name, for errors */
 };
@@ -266,6 +279,71 @@ static int looks_like_http(const unsigned char *p, size_t n)
 /* Start TLS on wsi: server (name NULL) or client of name (SNI and the verified name;
  * an IP address is verified as such and sent no SNI). The client's hello goes out now.
  * -1 when out of memory or the socket failed. */
+static luaws_loop *loop_of(const luaws_tls *t)
+{
+	return lws_context_user(lws_get_context(t->wsi));
+}
+
+static void unlist(luaws_loop *loop, luaws_tls *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		loop->tls_busy = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->prev = t->next = NULL;
+	t->keeps_buffers = 0;
+	if (!loop->tls_busy)
+		uv_timer_stop(&loop->tls_sweep);
+}
+
+/* Quiet for a whole period: back to releasing the buffers, which go now. */
+static void sweep(uv_timer_t *timer)
+{
+	luaws_loop *loop = timer->data;
+	luaws_tls *t = loop->tls_busy, *next;
+	for (; t; t = next) {
+		next = t->next;
+		if (t->ops) {
+			t->ops = 0;
+			continue;
+		}
+		unlist(loop, t);
+		SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+		SSL_free_buffers(t->ssl); /* refuses while one holds data: freed after it */
+	}
+}
+
+/* One more read or write on t: past BUSY_OPS in a period, t keeps its buffers. */
+static void count_op(luaws_tls *t)
+{
+	luaws_loop *loop;
+	uint64_t now;
+	if (++t->ops < BUSY_OPS || t->keeps_buffers)
+		return;
+	loop = loop_of(t);
+	now = uv_now(loop->uv);
+	if (now - t->ops_from > SWEEP_MS) {
+		/* that many took longer than a period: start counting again */
+		t->ops = 1;
+		t->ops_from = now;
+		return;
+	}
+	if (loop->closing)
+		return;
+	SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+	t->keeps_buffers = 1;
+	t->next = loop->tls_busy;
+	if (t->next)
+		t->next->prev = t;
+	loop->tls_busy = t;
+	if (!uv_is_active((uv_handle_t *)&loop->tls_sweep)) {
+		loop->tls_sweep.data = loop;
+		uv_timer_start(&loop->tls_sweep, sweep, SWEEP_MS, SWEEP_MS);
+	}
+}
+
 int luaws_tls_start(struct lws *wsi, SSL_CTX *ctx, int server, const char *name)
 {
 	luaws_tls **s = slot(wsi), *t;
@@ -343,6 +421,7 @@ int luaws_tls_rx(luaws_tls *t, const unsigned char *in, size_t len, luaws_tls_si
 	t->got_bytes = 1;
 	t->in = in;
 	t->in_len = len;
+	count_op(t);
 	while (!t->gone) {
 		int n, e;
 		if (!t->handshake_done) {
@@ -425,6 +504,7 @@ ssize_t luaws_tls_write(luaws_tls *t, const unsigned char *a, size_t an,
 		return -1;
 	if (waiting || !t->handshake_done || t->gone)
 		return 0;
+	count_op(t);
 	while (done < total && pending(t) < OUT_WAIT) {
 		const unsigned char *p;
 		size_t n;
@@ -530,6 +610,8 @@ void luaws_tls_free(struct lws *wsi)
 	if (!t)
 		return;
 	*s = NULL;
+	if (t->keeps_buffers)
+		unlist(loop_of(t), t);
 	luaws_tls_ctx_dropped(SSL_get_SSL_CTX(t->ssl));
 	SSL_free(t->ssl);
 	luaws_buf_free(&t->out);
@@ -649,3 +731,21 @@ void luaws_tls_push_state(lua_State *L, struct lws *wsi)
 	lua_setfield(L, -2, "PeerCertificates");
 }
 
+/* core._tls_busy() -> the number of TLS sockets of this Lua state that keep OpenSSL's
+ * buffers (see count_op). For the specs. */
+static int l_tls_busy(lua_State *L)
+{
+	luaws_loop *loop = luaws_loop_get(L);
+	lua_Integer n = 0;
+	for (luaws_tls *t = loop->tls_busy; t; t = t->next)
+		n++;
+	lua_pushinteger(L, n);
+	return 1;
+}
+
+int luaws_tls_open(lua_State *L)
+{
+	lua_pushcfunction(L, l_tls_busy);
+	lua_setfield(L, -2, "_tls_busy");
+	return 0;
+}
