@@ -1,8 +1,9 @@
 /*
  * The event loop of one Lua state: a libuv loop (luaws's own, or luv's, shared: see
- * luv_adopt), the lws context that runs on it (created on first use), the hand-over
- * of woken objects to the Lua scheduler, and the protected call through which lws
- * callbacks enter Lua.
+ * luv_adopt), the lws context that runs on it (created on first use), its steps (how
+ * long one may wait, and the brief poll before it sleeps: spin), the hand-over of woken
+ * objects to the Lua scheduler, and the protected call through which lws callbacks
+ * enter Lua.
  */
 #include <stdarg.h>
 #include <stdio.h>
