@@ -58,7 +58,7 @@ int luaws_fail(lua_State *L, const char *msg)
 void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 {
 	size_t need, cap;
-	int *p;
+	int *p, slot;
 	if (w->ref != LUA_NOREF)
 		return;
 	need = loop->narmed + loop->nwoken + 1;
@@ -72,9 +72,35 @@ void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 		loop->woken = p;
 		loop->cap_woken = cap;
 	}
+	if (loop->nfree) {
+		slot = loop->free_slots[--loop->nfree];
+	} else {
+		/* a new slot, and room to free it later */
+		if (loop->nslots == loop->cap_slots) {
+			int ncap = loop->cap_slots ? 2 * loop->cap_slots : 64;
+			p = realloc(loop->free_slots, (size_t)ncap * sizeof(*p));
+			if (!p)
+				luaL_error(L, "luaws: out of memory");
+			loop->free_slots = p;
+			loop->cap_slots = ncap;
+		}
+		slot = ++loop->nslots;
+	}
+	idx = lua_absindex(L, idx);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
 	lua_pushvalue(L, idx);
-	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_rawseti(L, -2, slot);
+	lua_pop(L, 1);
+	w->ref = slot;
 	loop->narmed++;
+}
+
+/* Empty a slot of the armed table (its table at the top of L's stack). */
+static void free_slot(lua_State *L, luaws_loop *loop, int slot)
+{
+	lua_pushnil(L);
+	lua_rawseti(L, -2, slot);
+	loop->free_slots[loop->nfree++] = slot;
 }
 
 void luaws_wake(luaws_loop *loop, luaws_waitable *w)
@@ -94,7 +120,9 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
 {
 	if (w->ref == LUA_NOREF)
 		return;
-	luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
+	free_slot(L, loop, w->ref);
+	lua_pop(L, 1);
 	w->ref = LUA_NOREF;
 	loop->narmed--;
 }
@@ -498,10 +526,14 @@ static int l_step(lua_State *L)
 		uv_timer_stop(&loop->step_timer);
 
 	n = loop->nwoken;
-	for (i = 0; i < n; i++) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->woken[i]);
-		lua_rawseti(L, 2, (lua_Integer)i + 1);
-		luaL_unref(L, LUA_REGISTRYINDEX, loop->woken[i]);
+	if (n) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
+		for (i = 0; i < n; i++) {
+			lua_rawgeti(L, -1, loop->woken[i]);
+			lua_rawseti(L, 2, (lua_Integer)i + 1);
+			free_slot(L, loop, loop->woken[i]);
+		}
+		lua_pop(L, 1);
 	}
 	loop->nwoken = 0;
 	lua_pushinteger(L, (lua_Integer)n);
@@ -665,6 +697,7 @@ static int loop_gc(lua_State *L)
 		uv_loop_close(loop->uv);
 	}
 	free(loop->woken);
+	free(loop->free_slots);
 	luaws_buf_free(&loop->scratch);
 	luaws_inbox_pool_free(&loop->rx_pool);
 	luaws_pmd_pool_free(loop);
@@ -720,6 +753,8 @@ int luaws_loop_open(lua_State *L)
 		uv_unref((uv_handle_t *)&loop->step_timer);
 		uv_timer_init(loop->uv, &loop->tls_sweep);
 		uv_unref((uv_handle_t *)&loop->tls_sweep);
+		lua_newtable(L);
+		loop->armed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 		if (luaws_batch_new(loop))
 			return luaL_error(L, "luaws: out of memory");
 		loop->L = L;

@@ -155,8 +155,11 @@ typedef struct luaws_loop {
 	uv_timer_t step_timer;
 	uv_timer_t tls_sweep;     /* tls.c: hands busy sockets' buffers back when quiet */
 	struct luaws_tls *tls_busy; /* tls.c: the sockets that keep their buffers */
-	int *woken;               /* registry refs handed over by luaws_wake */
+	int *woken;               /* slots in the armed table handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
+	int armed_ref;            /* registry ref of the armed table: slot -> armed object */
+	int *free_slots;          /* its free slots (room for every slot ever used) */
+	int nfree, nslots, cap_slots;
 	luaws_buf scratch;        /* a client frame being masked */
 	luaws_inbox_pool rx_pool; /* large emptied inbox buffers, for the next big messages */
 	int need_cancel;          /* lws was called from outside its callbacks */
