@@ -9,22 +9,7 @@ lazy_setup(function() support.keepalive(true) end)
 lazy_teardown(function() support.keepalive(false) end)
 
 local build = os.getenv("LUAWS_BUILD") or "build"
-
--- runner: "lua5.4" or the test host with a second thread (spec/unit/threaded_host.c)
-local function run_lua(src, timeout, prefix, runner)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(([[
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
-package.cpath = %q .. package.cpath
-]]):format(build .. "/?.so;"), src)
-  f:close()
-  local cmd = "bash -c " .. support.shell_quote(prefix .. "; exec " .. (runner or "lua5.4") .. " " .. support.shell_quote(path))
-  local ok, status, out = pcall(support.run_child, cmd, timeout or 30)
-  os.remove(path)
-  if not ok then error(status, 0) end
-  return status, out
-end
+local run_lua = support.run_lua
 
 local function hard_limit()
   local p = io.popen("bash -c 'ulimit -Hn'")

@@ -9,25 +9,7 @@ local core = require "luaws.core"
 lazy_setup(function() support.keepalive(true) end)
 lazy_teardown(function() support.keepalive(false) end)
 
-local build = os.getenv("LUAWS_BUILD") or "build"
-
--- Run Lua source in a child lua5.4 that loads luaws from this build; the child's shell
--- runs `prefix` first (e.g. a ulimit). -> exit status, output (stdout and stderr).
-local function run_lua(src, timeout, prefix)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(([[
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
-package.cpath = %q .. package.cpath
-]]):format(build .. "/?.so;"), src)
-  f:close()
-  local cmd = "lua5.4 " .. support.shell_quote(path)
-  if prefix then cmd = "bash -c " .. support.shell_quote(prefix .. "; exec " .. cmd) end
-  local ok, status, out = pcall(support.run_child, cmd, timeout or 20)
-  os.remove(path)
-  if not ok then error(status, 0) end
-  return status, out
-end
+local run_lua = support.run_lua
 
 describe("issue 9: the wake-up array has room for objects woken outside a step", function()
   it("64 conns woken by a passed read deadline, then 64 armed timers firing in one step", function()

@@ -394,10 +394,20 @@ function M.python(src)
 end
 
 -- The same for Lua source, run from the repository root with the in-tree luaws on its
--- paths (LUAWS_BUILD picks a sanitizer build): "lua5.4 '<file>'".
-function M.lua(src)
-  return "lua5.4 " .. script_file('package.path = "lua/?.lua;lua/?/init.lua;" .. package.path\n' ..
+-- paths (LUAWS_BUILD picks a sanitizer build): "lua5.4 '<file>'", or runner instead of
+-- lua5.4 (a program that runs a Lua script file).
+function M.lua(src, runner)
+  return (runner or "lua5.4") .. " " .. script_file('package.path = "lua/?.lua;lua/?/init.lua;" .. package.path\n' ..
     'package.cpath = (os.getenv("LUAWS_BUILD") or "build") .. "/?.so;" .. package.cpath\n' .. src, ".lua")
+end
+
+-- Run Lua source as M.lua does, in a child whose shell runs `prefix` first (e.g. a
+-- ulimit), until it ends (timeout: seconds, default 20) -> exit status, output (stdout
+-- and stderr).
+function M.run_lua(src, timeout, prefix, runner)
+  local cmd = M.lua(src, runner)
+  if prefix then cmd = "bash -c " .. shell_quote(prefix .. "; exec " .. cmd) end
+  return M.run_child(cmd, timeout or 20)
 end
 
 function M.free_port()

@@ -30,7 +30,7 @@ luaws_conn *luaws_conn_new(lua_State *L, luaws_loop *loop, int is_client)
 	memset(c, 0, sizeof(*c));
 	c->kind = LUAWS_KIND_CONN;
 	c->loop = loop;
-	c->waitable.ref = LUA_NOREF;
+	c->waitable.slot = 0;
 	c->state = is_client ? LUAWS_CONNECTING : LUAWS_UPGRADING;
 	c->is_client = is_client;
 	luaws_inbox_init(&c->inbox);

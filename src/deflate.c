@@ -307,14 +307,19 @@ void luaws_pmd_key(const luaws_conn *c, int *bits, int *mem_level, int *level)
 	*level = c->pmd->level;
 }
 
-/* RFC 7692 7.2.1: the empty stored block a sync flush ends with is left off; with
- * nothing new since the last flush, an empty stored block's first byte is sent instead
- * (7.2.3.6). 0, or -1 when out of memory. */
-static int strip_tail(luaws_buf *out)
+/* RFC 7692 7.2.1: the empty stored block a sync flush ends with is left off. */
+static void drop_flush_block(luaws_buf *out)
 {
 	if (out->len >= 4 && !memcmp(out->data + out->len - 4, tail, 4))
 		out->len -= 4;
-	else if (!out->len && luaws_buf_append(out, "", 1))
+}
+
+/* The same for a message's last frame; with nothing new since the last flush, an empty
+ * stored block's first byte is sent instead (7.2.3.6). 0, or -1 when out of memory. */
+static int strip_tail(luaws_buf *out)
+{
+	drop_flush_block(out);
+	if (!out->len && luaws_buf_append(out, "", 1))
 		return -1;
 	return 0;
 }
@@ -351,7 +356,7 @@ int luaws_pmd_write(luaws_conn *c, int *opcode, int fin, const unsigned char **d
 	struct luaws_pmd *d = c->pmd;
 	struct luaws_pmd_pool *pool = pool_of(c->loop);
 	luaws_buf *out;
-	pmd_z *s;
+	pmd_z *s = NULL;
 	if (*opcode) {
 		if (d->tx_msg == TX_COMPRESSED && d->tx) {
 			/* the last message was never finished: start from a fresh stream */
@@ -377,28 +382,23 @@ int luaws_pmd_write(luaws_conn *c, int *opcode, int fin, const unsigned char **d
 		/* a whole message with no context: igzip.c */
 		if (luaws_igzip_compress(&pool->igzip, d->level, *data, *len, out))
 			return -1;
-		strip_tail(out);
-		d->tx_msg = TX_NONE;
-		*opcode = d->tx_opcode | LUAWS_RSV1;
-		*data = out->data;
-		*len = out->len;
-		return 1;
-	}
-	if (!(s = tx_stream(c)))
-		return -1;
-	d->tx_msg = TX_COMPRESSED;
-	if (run_deflate(s, pool, *data, *len, fin ? Z_SYNC_FLUSH : Z_NO_FLUSH)) {
-		/* the stream is in an unknown state: a new message starts afresh */
-		z_free(s);
-		d->tx = NULL;
-		d->tx_msg = TX_NONE;
-		return -1;
+	} else {
+		if (!(s = tx_stream(c)))
+			return -1;
+		d->tx_msg = TX_COMPRESSED;
+		if (run_deflate(s, pool, *data, *len, fin ? Z_SYNC_FLUSH : Z_NO_FLUSH)) {
+			/* the stream is in an unknown state: a new message starts afresh */
+			z_free(s);
+			d->tx = NULL;
+			d->tx_msg = TX_NONE;
+			return -1;
+		}
 	}
 	if (fin) {
 		if (strip_tail(out))
 			return -1;
 		d->tx_msg = TX_NONE;
-		if (d->p.tx_no_takeover) {
+		if (s && d->p.tx_no_takeover) {
 			give_back(c->loop, s);
 			d->tx = NULL;
 		}
@@ -419,26 +419,22 @@ int luaws_pmd_compress_alone(luaws_loop *loop, int bits, int mem_level, int leve
 {
 	struct luaws_pmd_pool *pool = pool_of(loop);
 	pmd_z *s;
-	int rc;
-	if (pool && whole_by_igzip(1, bits, level, n)) {
-		pool->out.len = 0;
-		if (luaws_igzip_compress(&pool->igzip, level, p, n, &pool->out) ||
-		    strip_tail(&pool->out))
-			return -1;
-		return luaws_buf_append(out, pool->out.data, pool->out.len);
-	}
-	s = pool ? take_deflater(loop, bits, mem_level, level) : NULL;
-	if (!s)
+	if (!pool)
 		return -1;
 	pool->out.len = 0;
-	rc = run_deflate(s, pool, p, n, Z_SYNC_FLUSH);
-	if (rc) {
-		z_free(s);
-		return -1;
+	if (whole_by_igzip(1, bits, level, n)) {
+		if (luaws_igzip_compress(&pool->igzip, level, p, n, &pool->out))
+			return -1;
+	} else {
+		if (!(s = take_deflater(loop, bits, mem_level, level)))
+			return -1;
+		if (run_deflate(s, pool, p, n, Z_SYNC_FLUSH)) {
+			z_free(s);
+			return -1;
+		}
+		give_back(loop, s);
 	}
-	give_back(loop, s);
-	if (pool->out.len >= 4 && !memcmp(pool->out.data + pool->out.len - 4, tail, 4))
-		pool->out.len -= 4;
+	drop_flush_block(&pool->out);
 	return luaws_buf_append(out, pool->out.data, pool->out.len);
 }
 

@@ -59,7 +59,7 @@ void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 {
 	size_t need, cap;
 	int *p, slot;
-	if (w->ref != LUA_NOREF)
+	if (w->slot)
 		return;
 	need = loop->narmed + loop->nwoken + 1;
 	if (need > loop->cap_woken) {
@@ -91,7 +91,7 @@ void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 	lua_pushvalue(L, idx);
 	lua_rawseti(L, -2, slot);
 	lua_pop(L, 1);
-	w->ref = slot;
+	w->slot = slot;
 	loop->narmed++;
 }
 
@@ -105,10 +105,10 @@ static void free_slot(lua_State *L, luaws_loop *loop, int slot)
 
 void luaws_wake(luaws_loop *loop, luaws_waitable *w)
 {
-	if (w->ref == LUA_NOREF || loop->closing)
+	if (!w->slot || loop->closing)
 		return;
-	loop->woken[loop->nwoken++] = w->ref;
-	w->ref = LUA_NOREF;
+	loop->woken[loop->nwoken++] = w->slot;
+	w->slot = 0;
 	loop->narmed--;
 	/* woken by a timer before the poll phase: do not let this iteration sleep */
 	if (loop->stepping)
@@ -118,12 +118,12 @@ void luaws_wake(luaws_loop *loop, luaws_waitable *w)
 /* Drop an armed reference without waking (the object is going away). */
 void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
 {
-	if (w->ref == LUA_NOREF)
+	if (!w->slot)
 		return;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
-	free_slot(L, loop, w->ref);
+	free_slot(L, loop, w->slot);
 	lua_pop(L, 1);
-	w->ref = LUA_NOREF;
+	w->slot = 0;
 	loop->narmed--;
 }
 
@@ -447,7 +447,8 @@ static int run_lws_idle(luaws_loop *loop)
 #define SPIN_WORTH (SPIN_ONE * 3 / 4)
 #define SPIN_PROBE 16
 
-/* 1 when the spin found work (the step must not sleep after it), else 0. */
+/* Poll for up to spin_ns: 1 when that found work (the step must not sleep after it),
+ * else 0. */
 static int spin(luaws_loop *loop)
 {
 	uint64_t until = uv_hrtime() + loop->spin_ns;
@@ -460,6 +461,17 @@ static int spin(luaws_loop *loop)
 	loop->spin_rate = loop->spin_rate - loop->spin_rate / 8 + (found ? SPIN_ONE / 8 : 0);
 	loop->spin_probe = 0;
 	return found;
+}
+
+/* Whether a step that may sleep polls first, and found work doing so (1), or sleeps
+ * (0): polls that rarely find work are tried again only once in SPIN_PROBE sleeps. */
+static int spin_first(luaws_loop *loop)
+{
+	if (!loop->spin_ns)
+		return 0;
+	if (loop->spin_rate < SPIN_WORTH && ++loop->spin_probe < SPIN_PROBE)
+		return 0;
+	return spin(loop);
 }
 
 /* core.step(timeout, ready) -> n: run the loop once, waiting at most timeout seconds
@@ -511,8 +523,7 @@ static int l_step(lua_State *L)
 	if (mode == UV_RUN_NOWAIT || timed) {
 		luv_mode(loop, (int)mode);
 		uv_run(loop->uv, mode);
-	} else if (!loop->spin_ns || ((loop->spin_rate < SPIN_WORTH &&
-					++loop->spin_probe < SPIN_PROBE) || !spin(loop))) {
+	} else if (!spin_first(loop)) {
 		luv_mode(loop, UV_RUN_ONCE);
 		uv_run(loop->uv, UV_RUN_ONCE);
 	}

@@ -36,12 +36,12 @@ enum luaws_kind {
 };
 
 /*
- * A C object a coroutine can wait on. While armed it holds a registry reference to its
- * own userdata; luaws_wake hands that reference to the loop, and the next step gives
+ * A C object a coroutine can wait on. While armed its own userdata sits in a slot of
+ * the loop's armed table; luaws_wake hands the slot to the loop, and the next step gives
  * the userdata to the Lua scheduler, which resumes whoever waits on it.
  */
 typedef struct luaws_waitable {
-	int ref; /* LUA_NOREF when nobody waits */
+	int slot; /* in the loop's armed table (from 1); 0 when nobody waits */
 } luaws_waitable;
 
 /* A growable byte buffer. */
@@ -155,7 +155,7 @@ typedef struct luaws_loop {
 	uv_timer_t step_timer;
 	uv_timer_t tls_sweep;     /* tls.c: hands busy sockets' buffers back when quiet */
 	struct luaws_tls *tls_busy; /* tls.c: the sockets that keep their buffers */
-	int *woken;               /* slots in the armed table handed over by luaws_wake */
+	int *woken;               /* armed-table slots handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
 	int armed_ref;            /* registry ref of the armed table: slot -> armed object */
 	int *free_slots;          /* its free slots (room for every slot ever used) */

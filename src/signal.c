@@ -48,7 +48,7 @@ static int l_signal(lua_State *L)
 	s = lua_newuserdatauv(L, sizeof(*s), 0);
 	s->loop = loop;
 	s->received = 0;
-	s->waitable.ref = LUA_NOREF;
+	s->waitable.slot = 0;
 	s->handle = malloc(sizeof(*s->handle));
 	if (!s->handle)
 		return luaL_error(L, "luaws: out of memory");

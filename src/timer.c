@@ -36,7 +36,7 @@ static int l_timer(lua_State *L)
 	luaws_timer *t = lua_newuserdatauv(L, sizeof(*t), 0);
 	t->loop = loop;
 	t->fired = 0;
-	t->waitable.ref = LUA_NOREF;
+	t->waitable.slot = 0;
 	t->handle = malloc(sizeof(*t->handle));
 	if (!t->handle)
 		return luaL_error(L, "luaws: out of memory");

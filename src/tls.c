@@ -301,7 +301,7 @@ static void unlist(luaws_loop *loop, luaws_tls *t)
 /* Quiet for a whole period: back to releasing the buffers, which go now. */
 static void sweep(uv_timer_t *timer)
 {
-	luaws_loop *loop = timer->data;
+	luaws_loop *loop = lws_container_of(timer, luaws_loop, tls_sweep);
 	luaws_tls *t = loop->tls_busy, *next;
 	for (; t; t = next) {
 		next = t->next;
@@ -338,10 +338,8 @@ static void count_op(luaws_tls *t)
 	if (t->next)
 		t->next->prev = t;
 	loop->tls_busy = t;
-	if (!uv_is_active((uv_handle_t *)&loop->tls_sweep)) {
-		loop->tls_sweep.data = loop;
+	if (!uv_is_active((uv_handle_t *)&loop->tls_sweep))
 		uv_timer_start(&loop->tls_sweep, sweep, SWEEP_MS, SWEEP_MS);
-	}
 }
 
 int luaws_tls_start(struct lws *wsi, SSL_CTX *ctx, int server, const char *name)
