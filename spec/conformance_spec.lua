@@ -126,9 +126,7 @@ local function close_payload(code, reason)
 end
 
 -- Payloads: valid UTF-8 text of exactly n bytes, and binary with every byte value.
-local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
-assert(#UNIT == 16)
-local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
+local text = support.text -- UTF-8 of exactly n bytes
 local function binary(n)
   local block = {}
   for i = 0, 255 do block[i + 1] = string.char((i * 131 + 7) & 255) end

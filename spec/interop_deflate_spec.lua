@@ -33,21 +33,7 @@ assert(TMP:match("^/tmp/luaws%-interop%-deflate%."), "mktemp -d failed")
 -- The shared payloads (spec/interop_spec.lua and every peer): text and binary of each size.
 local SIZES = { 0, 1, 125, 126, 127, 65535, 65536, 1048576 }
 local BIG = { 16 * 1024 * 1024 }
-local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123"
-local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
-local binary_cache = {}
-local function binary(n)
-  if binary_cache[n] then return binary_cache[n] end
-  if n > 65536 then
-    local period = binary(65536)
-    binary_cache[n] = period:rep(n // 65536) .. period:sub(1, n % 65536)
-    return binary_cache[n]
-  end
-  local t = {}
-  for i = 0, n - 1 do t[i + 1] = string.char((i * 131 + (i >> 8) * 17 + 7) & 255) end
-  binary_cache[n] = table.concat(t)
-  return binary_cache[n]
-end
+local text, binary = support.text, support.peer_binary
 
 ---------------------------------------------------------------------------------------
 -- helpers

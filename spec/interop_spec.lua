@@ -31,34 +31,7 @@ local PYTHON = "/usr/bin/python3"
 -- The message script every peer shares: text and binary payloads of these sizes. The
 -- payload functions are the same in spec/peers/*.
 local SIZES = { 0, 1, 125, 126, 127, 65535, 65536, 1048576 }
-local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
-assert(#UNIT == 16)
-
-local function text(n)
-  return UNIT:rep(n // 16) .. ("x"):rep(n % 16)
-end
-
-local binary_cache = {}
-local function binary(n)
-  if binary_cache[n] then return binary_cache[n] end
-  if n > 65536 then
-    -- byte i, (i * 131 + (i >> 8) * 17 + 7) & 255, repeats every 65536 bytes
-    local period = binary(65536)
-    binary_cache[n] = period:rep(n // 65536) .. period:sub(1, n % 65536)
-    return binary_cache[n]
-  end
-  local blocks, block = {}, {}
-  for base = 0, n - 1, 256 do
-    local k = 0
-    for i = base, math.min(base + 255, n - 1) do
-      k = k + 1
-      block[k] = (i * 131 + (i >> 8) * 17 + 7) & 255
-    end
-    blocks[#blocks + 1] = string.char(table.unpack(block, 1, k))
-  end
-  binary_cache[n] = table.concat(blocks)
-  return binary_cache[n]
-end
+local text, binary = support.text, support.peer_binary
 
 local function script_of(sizes)
   local script = {}

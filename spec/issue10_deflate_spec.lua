@@ -848,8 +848,7 @@ end)
 ---------------------------------------------------------------------------------------
 -- luaws to luaws: every parameter, byte-exact
 
-local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
-local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
+local text = support.text -- UTF-8 of exactly n bytes
 local function noise(n, seed)
   -- bytes that hardly compress (a linear congruential generator), 4 at a time
   local x, t = seed or 1, {}

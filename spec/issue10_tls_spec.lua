@@ -761,17 +761,9 @@ end)
 
 -- bytes and stress ---------------------------------------------------------------------
 
--- slow_reader.py's pattern(n): 8-byte units (k, k * 2654435761 mod 2^32), big-endian.
-local function pattern(n)
-  local t = {}
-  for k = 0, (n + 7) // 8 - 1 do
-    t[k + 1] = string.pack(">I4I4", k, (k * 2654435761) & 0xFFFFFFFF)
-  end
-  return table.concat(t):sub(1, n)
-end
+local pattern = support.slow_reader_pattern -- slow_reader.py's bytes
 
-local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123" -- 16 bytes of UTF-8
-local function text(n) return UNIT:rep(n // 16) .. ("x"):rep(n % 16) end
+local text = support.text -- UTF-8 of exactly n bytes
 
 describe("issue 10: bytes over TLS", function()
   it("echoes text and binary messages of 0 B .. 16 MiB byte-exact, luaws client <-> luaws server", function()

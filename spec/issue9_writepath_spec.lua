@@ -42,14 +42,7 @@ local function isnull(v) return v == nil or v == cjson.null end
 
 local function result_of(child) return support.json_result(child, "peer") end
 
--- slow_reader.py's pattern(n): 8-byte units (k, k * 2654435761 mod 2^32), big-endian.
-local function pattern(n)
-  local t = {}
-  for k = 0, (n + 7) // 8 - 1 do
-    t[k + 1] = string.pack(">I4I4", k, (k * 2654435761) & 0xFFFFFFFF)
-  end
-  return table.concat(t):sub(1, n)
-end
+local pattern = support.slow_reader_pattern -- slow_reader.py's bytes
 
 -- slow_reader.py's fill(c, w, s, n)
 local BLOCK

@@ -112,6 +112,49 @@ function M.binary(n, seed)
   return table.concat(out)
 end
 
+-- The payloads the interop peers share (spec/peers/* compute the same): valid UTF-8 text
+-- of exactly n bytes, a 16-byte unit repeated, then "x"s ...
+local UNIT = "ab\u{20AC}\u{E9}\u{1F600}-0123"
+assert(#UNIT == 16)
+function M.text(n)
+  return UNIT:rep(n // 16) .. ("x"):rep(n % 16)
+end
+
+-- ... and n bytes with byte i = (i * 131 + (i >> 8) * 17 + 7) & 255, which repeats every
+-- 65536 bytes (cached: the specs ask for the same sizes many times).
+local peer_binary_cache = {}
+function M.peer_binary(n)
+  local cached = peer_binary_cache[n]
+  if cached then return cached end
+  if n > 65536 then
+    local period = M.peer_binary(65536)
+    cached = period:rep(n // 65536) .. period:sub(1, n % 65536)
+  else
+    local blocks, block = {}, {}
+    for base = 0, n - 1, 256 do
+      local k = 0
+      for i = base, math.min(base + 255, n - 1) do
+        k = k + 1
+        block[k] = (i * 131 + (i >> 8) * 17 + 7) & 255
+      end
+      blocks[#blocks + 1] = string.char(table.unpack(block, 1, k))
+    end
+    cached = table.concat(blocks)
+  end
+  peer_binary_cache[n] = cached
+  return cached
+end
+
+-- spec/peers/slow_reader.py's pattern(n): 8-byte units (k, k * 2654435761 mod 2^32),
+-- big-endian.
+function M.slow_reader_pattern(n)
+  local t = {}
+  for k = 0, (n + 7) // 8 - 1 do
+    t[k + 1] = string.pack(">I4I4", k, (k * 2654435761) & 0xFFFFFFFF)
+  end
+  return table.concat(t):sub(1, n)
+end
+
 -- Poll cond() every `interval` seconds (default 0.01) for at most `timeout` seconds
 -- (default 10), driving the luaws loop meanwhile. Returns cond()'s first truthy value, or
 -- false on timeout.
