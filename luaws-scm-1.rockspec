@@ -32,11 +32,11 @@ build = {
   modules = {
     ["luaws.core"] = {
       sources = {
-        "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/core.c",
+        "src/address.c", "src/buf.c", "src/client.c", "src/conn.c", "src/conn_fast.c", "src/core.c",
         "src/deadline.c", "src/deflate.c", "src/frame.c", "src/headers.c", "src/http.c",
         "src/igzip.c", "src/inbox.c", "src/limits.c", "src/loop.c", "src/object.c", "src/prepared.c",
         "src/process.c", "src/protocol.c", "src/proxy.c",
-        "src/receiver.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
+        "src/receiver.c", "src/sched.c", "src/sender.c", "src/server.c", "src/signal.c", "src/time.c",
         "src/timer.c", "src/tls.c", "src/tls_config.c", "src/utf8.c",
       },
       libraries = { "websockets", "uv", "ssl", "crypto", "z", "isal", "m" },

@@ -417,7 +417,12 @@ luaws_inbox_pool *luaws_conn_rx_pool(luaws_conn *c)
 /* conn:_read() -> mt, data | false (nothing yet; c is armed) | nil, code, text, cause */
 static int l_read(lua_State *L)
 {
-	luaws_conn *c = luaws_conn_check(L);
+	return luaws_conn_read(L, luaws_conn_check(L));
+}
+
+/* _read's work, for c (the userdata at index 1 of L): pushes what _read returns. */
+int luaws_conn_read(lua_State *L, luaws_conn *c)
+{
 	c->streaming = 0;
 	if (c->read_timed_out)
 		return push_no_message(L, c);
@@ -516,7 +521,7 @@ static int push_written(lua_State *L, luaws_conn *c, int opcode, int rc)
 static int l_write(lua_State *L)
 {
 	luaws_conn *c = luaws_conn_check(L);
-	int opcode = (int)luaL_checkinteger(L, 2), frame_op;
+	int opcode = (int)luaL_checkinteger(L, 2);
 	size_t len;
 	const unsigned char *data;
 	int fin = lua_isnoneornil(L, 4) || lua_toboolean(L, 4);
@@ -529,6 +534,14 @@ static int l_write(lua_State *L)
 		return luaL_argerror(L, 2, "unknown message type");
 	if (opcode >= 8 && (len > 125 || !fin))
 		return luaL_argerror(L, 3, "invalid control frame");
+	return luaws_conn_write(L, c, opcode, data, len, fin);
+}
+
+/* _write's work once its arguments are checked: pushes what _write returns. */
+int luaws_conn_write(lua_State *L, luaws_conn *c, int opcode, const unsigned char *data,
+		     size_t len, int fin)
+{
+	int frame_op;
 	if (write_refused(L, c))
 		return 2;
 	frame_op = opcode;
@@ -780,6 +793,7 @@ int luaws_conn_open(lua_State *L)
 	lua_pushcfunction(L, l_conn_state);
 	lua_setfield(L, -2, "conn_state");
 	luaws_receiver_open(L);
+	luaws_conn_fast_open(L);
 	luaws_deadline_open(L);
 	luaws_deflate_open(L);
 	return 0;

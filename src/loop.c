@@ -95,11 +95,11 @@ void luaws_arm(lua_State *L, luaws_loop *loop, luaws_waitable *w, int idx)
 	loop->narmed++;
 }
 
-/* Empty a slot of the armed table (its table at the top of L's stack). */
-static void free_slot(lua_State *L, luaws_loop *loop, int slot)
+/* Empty a slot of the armed table (at index t of L's stack). */
+static void free_slot(lua_State *L, luaws_loop *loop, int t, int slot)
 {
 	lua_pushnil(L);
-	lua_rawseti(L, -2, slot);
+	lua_rawseti(L, t, slot);
 	loop->free_slots[loop->nfree++] = slot;
 }
 
@@ -121,7 +121,7 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
 	if (!w->slot)
 		return;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
-	free_slot(L, loop, w->slot);
+	free_slot(L, loop, lua_gettop(L), w->slot);
 	lua_pop(L, 1);
 	w->slot = 0;
 	loop->narmed--;
@@ -485,7 +485,7 @@ static int l_step(lua_State *L)
 	uint64_t timeout_ms = luaws_ms(timeout);
 	uv_run_mode mode = UV_RUN_ONCE;
 	lua_State *outer = loop->L;
-	size_t i, n;
+	size_t i, n, m = 0;
 	int batching, timed = 0;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -536,18 +536,26 @@ static int l_step(lua_State *L)
 	if (timed)
 		uv_timer_stop(&loop->step_timer);
 
+	/* the woken objects onto the stack (what their coroutines wake meanwhile is for
+	 * the next step), then each one's waiter resumed; those with several waiters go
+	 * to ready[1..m], for the Lua scheduler */
 	n = loop->nwoken;
+	lua_settop(L, 2);
 	if (n) {
+		if (!lua_checkstack(L, (int)n + 16))
+			return luaL_error(L, "luaws: out of memory");
 		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
 		for (i = 0; i < n; i++) {
-			lua_rawgeti(L, -1, loop->woken[i]);
-			lua_rawseti(L, 2, (lua_Integer)i + 1);
-			free_slot(L, loop, loop->woken[i]);
+			lua_rawgeti(L, 3, loop->woken[i]);
+			free_slot(L, loop, 3, loop->woken[i]);
 		}
-		lua_pop(L, 1);
+		loop->nwoken = 0;
+		lua_remove(L, 3);
 	}
-	loop->nwoken = 0;
-	lua_pushinteger(L, (lua_Integer)n);
+	for (i = 0; i < n; i++)
+		if (luaws_sched_wake(L, loop, 3 + (int)i))
+			lua_pushvalue(L, 3 + (int)i), lua_rawseti(L, 2, (lua_Integer)++m);
+	lua_pushinteger(L, (lua_Integer)m);
 	return 1;
 }
 
@@ -771,10 +779,11 @@ int luaws_loop_open(lua_State *L)
 		loop->L = L;
 		luaws_new_type(L, LUAWS_LOOP_MT, no_methods, loop_tostring, loop_gc, NULL);
 		luaL_setmetatable(L, LUAWS_LOOP_MT);
+		loop->sched_waiters_ref = loop->sched_finish_ref = LUA_NOREF;
 		lua_pushvalue(L, -1);
 		lua_rawsetp(L, LUA_REGISTRYINDEX, &loop_key);
 	}
-	lua_pop(L, 1);
+	luaws_sched_open(L); /* pops the loop */
 	luaL_setfuncs(L, core_functions, 0);
 	return 0;
 }

@@ -158,6 +158,8 @@ typedef struct luaws_loop {
 	int *woken;               /* armed-table slots handed over by luaws_wake */
 	size_t nwoken, cap_woken, narmed;
 	int armed_ref;            /* registry ref of the armed table: slot -> armed object */
+	lua_State *current;       /* sched.c: the coroutine the scheduler runs (or NULL) */
+	int sched_waiters_ref, sched_finish_ref; /* sched.c: sched.lua's */
 	int *free_slots;          /* its free slots (room for every slot ever used) */
 	int nfree, nslots, cap_slots;
 	luaws_buf scratch;        /* a client frame being masked */
@@ -190,6 +192,13 @@ void luaws_defer(luaws_loop *loop, luaws_deferred *d);
 int luaws_pcall(lua_State *L, int nargs, int nresults);
 int luaws_fail(lua_State *L, const char *msg);
 int luaws_loop_open(lua_State *L);
+
+/* sched.c: the scheduler's hot path (parking, resuming) */
+void luaws_sched_resume(lua_State *L, luaws_loop *loop, int co_idx, int nargs);
+int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx);
+int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext ctx,
+		     lua_KFunction k);
+void luaws_sched_open(lua_State *L);
 
 /* limits.c: lws's descriptor table, the open-files limit, lws's log level */
 struct lws_context *luaws_create_context(luaws_loop *loop,
@@ -310,6 +319,12 @@ luaws_inbox_pool *luaws_conn_rx_pool(luaws_conn *c);
 int luaws_conn_reading(const luaws_conn *c);
 luaws_conn *luaws_conn_check(lua_State *L);
 void luaws_conn_add_methods(lua_State *L, const luaL_Reg *methods);
+int luaws_conn_read(lua_State *L, luaws_conn *c);
+int luaws_conn_write(lua_State *L, luaws_conn *c, int opcode, const unsigned char *data,
+		     size_t len, int fin);
+
+/* conn_fast.c: ReadMessage and WriteMessage's common case */
+int luaws_conn_fast_open(lua_State *L);
 
 /* receiver.c */
 void luaws_receiver_init(luaws_receiver *rx, int is_client);

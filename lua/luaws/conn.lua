@@ -35,12 +35,11 @@ end
 
 -- The C primitives the per-message paths call, looked up once.
 local c_read, c_write = Conn._read, Conn._write
-local current, park_on = sched.current, sched.park_on
 
-local function check_conn(c, method)
+local function check_conn(c, method, level)
   if getmetatable(c) ~= conn_mt then
     error("bad self to '" .. method .. "' (luaws.Conn expected, got " .. type(c) ..
-      "; call it as c:" .. method .. "(...))", 3)
+      "; call it as c:" .. method .. "(...))", level or 3)
   end
 end
 M.is_conn = function(c) return getmetatable(c) == conn_mt end
@@ -137,31 +136,12 @@ local function await(c, st, primitive, arg)
   end
 end
 
--- c:ReadMessage() -> messageType, data | nil, nil, err
-function Conn:ReadMessage()
-  local st = conn_state(self)
-  if st and st.plain and st.reader == nil then
-    -- the short path of the loop below: nothing to run between waits
-    local mt, data, text, peer = c_read(self)
-    while mt == false do
-      -- wait_read, inlined: a coroutine's stack starts with 40 slots (see sched.park_on)
-      local co = current()
-      if co then
-        st.reader = co
-        park_on(self, co)
-        st.reader = nil
-      else
-        wait_read(self, st)
-      end
-      if not st.plain then return await(self, st, c_read) end
-      mt, data, text, peer = c_read(self)
-    end
-    if mt then return mt, data end
-    return read_ended(self, st, data, text, peer)
-  end
-  check_conn(self, "ReadMessage")
-  local err
-  st, err = begin_read(self, "ReadMessage")
+-- c:ReadMessage() -> messageType, data | nil, nil, err. Its common case (st.plain, no
+-- reader waiting, in a goroutine) is C's (src/conn_fast.c), which calls this for the
+-- rest: from one C frame deeper, so errors name the caller at level 4.
+local function read_message(self)
+  check_conn(self, "ReadMessage", 4)
+  local st, err = begin_read(self, "ReadMessage")
   if not st then return nil, nil, err end
   return await(self, st, c_read)
 end
@@ -366,28 +346,22 @@ end
 
 local control = { [8] = true, [9] = true, [10] = true }
 
-local function check_type(mt, method)
+local function check_type(mt, method, level)
   if type(mt) ~= "number" or not (mt == 1 or mt == 2 or control[mt]) then
-    error("bad argument #1 to '" .. method .. "' (unknown message type " .. tostring(mt) .. ")", 3)
+    error("bad argument #1 to '" .. method .. "' (unknown message type " .. tostring(mt) .. ")",
+      level or 3)
   end
 end
 
--- c:WriteMessage(messageType, data) -> true | nil, err
-function Conn:WriteMessage(mt, data)
-  local st = conn_state(self)
-  if st and (mt == 1 or mt == 2) and st.writer == nil and st.write_err == nil then
-    -- the short path: a data message, no NextWriter open, nothing failed yet (send,
-    -- inlined: C calls need 20 free stack slots, see sched.park_on); C refuses data
-    -- that is not a string ("type"), for the checks below to raise about
-    local ok, reason = c_write(self, mt, data, true)
-    if ok then return true end
-    if reason ~= "type" then return sent(self, st, ok, reason) end
-  end
-  check_conn(self, "WriteMessage")
-  check_type(mt, "WriteMessage")
+-- c:WriteMessage(messageType, data) -> true | nil, err. Its common case (a data message,
+-- no NextWriter open, nothing failed yet) is C's (src/conn_fast.c), which calls sent
+-- when the send queue is over its limit, and this for the rest (one C frame deeper).
+local function write_message(self, mt, data)
+  check_conn(self, "WriteMessage", 4)
+  check_type(mt, "WriteMessage", 4)
   if data == nil then data = "" end
   if type(data) ~= "string" then
-    error("bad argument #2 to 'WriteMessage' (string expected, got " .. type(data) .. ")", 2)
+    error("bad argument #2 to 'WriteMessage' (string expected, got " .. type(data) .. ")", 3)
   end
   local st = state(self)
   if st.write_err then return nil, st.write_err end
@@ -395,6 +369,9 @@ function Conn:WriteMessage(mt, data)
   acquire_writer(self, st)
   return send(self, st, mt, data, true)
 end
+
+Conn.ReadMessage, Conn.WriteMessage = core.conn_fast(read_message, read_ended, write_message,
+  sent)
 
 -- c:WriteControl(messageType, data [, deadline]) -> true | nil, err. Control frames go
 -- ahead of queued data frames and never wait, so the deadline has nothing to bound.

@@ -3,8 +3,7 @@
 -- coroutine luaws did not start), a blocking call drives the loop itself instead.
 local core = require "luaws.core"
 
-local create, resume, yield, running, status =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+local create, yield = coroutine.create, coroutine.yield
 
 
 local sched = {}
@@ -12,11 +11,9 @@ local sched = {}
 -- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
 local queue, head, tail = {}, 1, 0
 local woken = {}               -- filled by core.step
-local waiters = {}             -- C object -> the coroutine waiting on it
-local more_waiters = {}        -- C object -> list of further coroutines waiting on it
-local current = nil            -- the coroutine the scheduler is running
+local waiters = {}             -- C object -> the coroutine waiting on it, or a list of them
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> exit hook (sched.start)
-local PARKED = {}              -- what a coroutine parked by the scheduler yields
+local PARKED = core.PARKED     -- what a coroutine parked by the scheduler yields
 
 local in_step = false           -- inside core.step: libuv runs callbacks
 
@@ -33,24 +30,23 @@ local function report(co, err)
   io.stderr:write("luaws: error in coroutine: ", msg, "\n")
 end
 
--- Resume co and deal with its end: errors are reported with a traceback and passed to
--- its exit hook (which closes a handler's connection), never raised into the loop.
-local function run(co, a, b)
-  local prev = current
-  current = co
-  local ok, err = resume(co, a, b)
-  current = prev
-  if ok and err == PARKED then return end -- parked again: the common case
-  if not ok or status(co) == "dead" then
-    if not ok then report(co, err) end
-    local hook = on_exit[co]
-    if hook then
-      on_exit[co] = nil
-      local hok, herr = pcall(hook.__exit, hook, ok, err)
-      if not hok then io.stderr:write("luaws: error in exit hook: ", tostring(herr), "\n") end
-    end
+-- A coroutine the scheduler resumed ended (ok true, value: its first result) or failed
+-- (ok false, value: the error): report an error with a traceback and run its exit hook
+-- (which closes a handler's connection); nothing is raised into the loop.
+local function finish(co, ok, value)
+  if not ok then report(co, value) end
+  local hook = on_exit[co]
+  if hook then
+    on_exit[co] = nil
+    local hok, herr = pcall(hook.__exit, hook, ok, value)
+    if not hok then io.stderr:write("luaws: error in exit hook: ", tostring(herr), "\n") end
   end
 end
+core.sched_bind(waiters, finish)
+
+-- run(co, ...): resume co as the coroutine the scheduler runs (src/sched.c); a coroutine
+-- that parks stays suspended, one that ends goes to finish.
+local run = core.run
 sched.run = run
 
 local function run_ready()
@@ -119,31 +115,23 @@ function sched.step(timeout, done)
     -- Go's runtime says the same (and exits): nothing can ever wake this wait
     error("all goroutines are asleep - deadlock!", 0)
   end
-  for i = 1, n do
+  for i = 1, n do -- objects with several waiters (C resumed the others' one)
     local obj = woken[i]
     woken[i] = nil
-    local co = waiters[obj]
-    if co then
-      waiters[obj] = nil
-      local more = more_waiters[obj]
-      if more then
-        more_waiters[obj] = nil
-        sched.ready(co)
-        for j = 1, #more do sched.ready(more[j]) end
-      else
-        run(co) -- the common case: one waiter, resumed at once
-      end
-    end
+    local list = waiters[obj]
+    waiters[obj] = nil
+    for j = 1, #list do sched.ready(list[j]) end
   end
   run_ready()
   core.batch(false)
 end
 
 -- Is the caller a coroutine this scheduler runs (so it may yield)?
+local c_current = core.current
 local function parkable()
-  local co, main = running()
-  if not main and co == current then return co end
-  if current ~= nil then
+  local co, busy = c_current()
+  if co then return co end
+  if busy then
     error("luaws: blocking call from a coroutine not started by luaws (use websocket.Go)", 3)
   end
   return nil
@@ -177,14 +165,9 @@ end
 -- a bigger stack (2k instructions, and 1.3 KiB more for the collector) the first time a
 -- call, C ones needing 20 free slots, goes beyond: ReadMessage waits through here, with
 -- two parameters, so that the yield of a handler that reads at its top level fits.
-function sched.park_on(obj, co)
-  if waiters[obj] == nil then
-    waiters[obj] = co
-  else
-    local more = more_waiters[obj]
-    if more then more[#more + 1] = co else more_waiters[obj] = { co } end
-  end
-  return yield(PARKED)
+local c_park = core.park
+function sched.park_on(obj, co) -- luacheck: no unused args (co: the caller, who parks)
+  return c_park(obj)
 end
 
 -- Park the calling coroutine until someone calls sched.ready(co, ...) (channels).
@@ -205,7 +188,6 @@ function sched.runnable() return head <= tail end
 -- Nobody will wait on obj again (a stopped ticker): drop its waiters.
 function sched.forget(obj)
   waiters[obj] = nil
-  more_waiters[obj] = nil
   obj:_disarm()
 end
 
