@@ -290,7 +290,10 @@ typedef struct luaws_conn {
 	enum luaws_read_end read_end;
 	unsigned is_client : 1, rx_paused : 1, streaming : 1, read_timed_out : 1,
 		 write_timed_out : 1, lua_ping : 1, lua_pong : 1, lua_close : 1,
-		 close_went : 1; /* our close frame was sent: writes get ErrCloseSent */
+		 close_went : 1, /* our close frame was sent: writes get ErrCloseSent */
+		 /* conn_fast.c: conn.lua must run reads / writes (c:_fast); a reader is
+		  * parked in the fast ReadMessage */
+		 slow_read : 1, slow_write : 1, fast_reading : 1;
 	luaws_receiver rx;
 	luaws_inbox inbox;
 	luaws_sender tx;

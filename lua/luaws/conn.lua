@@ -13,24 +13,27 @@ M.TextMessage, M.BinaryMessage, M.CloseMessage, M.PingMessage, M.PongMessage = 1
 
 local Conn, conn_mt = core.conn_methods()
 
--- Lua-side state of each connection, created on first use. st.plain is true while
--- reads need none of the Lua-side machinery (no ping/pong handler, no open NextReader,
--- no error yet): ReadMessage then takes its short path. It lives in the Conn userdata's
--- user value (core.conn_state), so it goes with the Conn (no weak table to sweep).
+-- Lua-side state of each connection, created on first use. It lives in the Conn
+-- userdata's user value (core.conn_state), so it goes with the Conn (no weak table to
+-- sweep).
 local conn_state = core.conn_state
 local function state(c)
   local st = conn_state(c)
   if not st then
     -- the nil fields size the table for what every connection's reads add
-    st = { write_buffer = 4096, plain = true, reader = nil, read_err = nil }
+    st = { write_buffer = 4096, reader = nil, read_err = nil }
     conn_state(c, st)
   end
   return st
 end
 
-local function update_plain(st)
-  st.plain = st.ping_handler == nil and st.pong_handler == nil and st.open_reader == nil
-    and st.read_err == nil
+-- What ReadMessage and WriteMessage's C side (src/conn_fast.c) may do alone: read while
+-- nothing here needs to run between waits (no ping or pong handler, no open NextReader,
+-- no error, no reader waiting here), write while no NextWriter is open and no write
+-- failed. Called after every change of those fields.
+local function sync_fast(c, st)
+  c:_fast(st.ping_handler == nil and st.pong_handler == nil and st.open_reader == nil
+    and st.read_err == nil and st.reader == nil, st.writer == nil and st.write_err == nil)
 end
 
 -- The C primitives the per-message paths call, looked up once.
@@ -93,7 +96,7 @@ local function read_ended(c, st, code, text, cause)
     end
   end
   st.read_err = err
-  st.plain = false
+  sync_fast(c, st)
   return nil, nil, err
 end
 
@@ -102,13 +105,13 @@ end
 local function begin_read(c, method)
   local st = state(c)
   if st.read_err then return nil, st.read_err end
-  if st.reader and st.reader ~= (sched.current() or true) then
+  if (st.reader and st.reader ~= (sched.current() or true)) or c:_fast_reading() then
     return nil, errors.new("websocket: concurrent " .. method .. " on one connection")
   end
   if st.open_reader then
     st.open_reader.done = true
     st.open_reader = nil
-    update_plain(st)
+    sync_fast(c, st)
     c:_discard()
   end
   return st
@@ -118,8 +121,10 @@ end
 local function wait_read(c, st)
   local co = sched.current()
   st.reader = co or true
+  sync_fast(c, st)
   sched.wait(c, co or false, true) -- the C read primitives arm c when they find nothing
   st.reader = nil
+  sync_fast(c, st)
 end
 
 -- Call one of the C read primitives (_read, _next, _read_part) until it has something,
@@ -128,7 +133,7 @@ end
 local function await(c, st, primitive, arg)
   while true do
     local err = run_control_handlers(c, st)
-    if err ~= nil then st.read_err = err; st.plain = false; return nil, nil, err end
+    if err ~= nil then st.read_err = err; sync_fast(c, st); return nil, nil, err end
     local a, b, text, peer = primitive(c, arg)
     if a then return a, b end
     if a == nil then return read_ended(c, st, b, text, peer) end
@@ -136,8 +141,8 @@ local function await(c, st, primitive, arg)
   end
 end
 
--- c:ReadMessage() -> messageType, data | nil, nil, err. Its common case (st.plain, no
--- reader waiting, in a goroutine) is C's (src/conn_fast.c), which calls this for the
+-- c:ReadMessage() -> messageType, data | nil, nil, err. Its common case (see sync_fast;
+-- in a goroutine) is C's (src/conn_fast.c), which calls this for the
 -- rest: from one C frame deeper, so errors name the caller at level 4.
 local function read_message(self)
   check_conn(self, "ReadMessage", 4)
@@ -162,7 +167,7 @@ function Reader:Read(n)
   if not data or eof then
     self.done, self.err = true, err
     st.open_reader = nil
-    update_plain(st)
+    sync_fast(c, st)
   end
   if not data then return nil, err end
   if data == "" then return nil, M.EOF end -- only at the end: the last bytes came before
@@ -193,7 +198,7 @@ function Conn:NextReader()
   if not mt then return nil, nil, aerr end
   local r = setmetatable({ conn = self, mt = mt }, Reader)
   st.open_reader = r
-  st.plain = false
+  sync_fast(self, st)
   return mt, r
 end
 
@@ -245,7 +250,7 @@ local function handler_setter(field, method)
     check_handler(h, method)
     local st = state(self)
     st[field] = h
-    update_plain(st)
+    sync_fast(self, st)
     sync_handlers(self, st)
     return true
   end
@@ -284,7 +289,7 @@ end
 ---------------------------------------------------------------------------------------
 -- writing
 
-local function write_failed(st, reason)
+local function write_failed(c, st, reason)
   local err
   if reason == "close_sent" then
     return errors.ErrCloseSent -- not permanent by itself: the close frame went out
@@ -296,6 +301,7 @@ local function write_failed(st, reason)
     err = errors.new("websocket: " .. reason)
   end
   st.write_err = err
+  sync_fast(c, st)
   return err
 end
 
@@ -319,8 +325,9 @@ local function acquire_writer(c, st)
   end
 end
 
-local function release_writer(st)
+local function release_writer(c, st)
   st.writer = nil
+  sync_fast(c, st)
   local q = st.write_waiters
   if q and #q > 0 then
     st.write_waiters = nil
@@ -336,7 +343,7 @@ local function sent(c, st, ok, reason)
     ok, reason = c:_drained()
   end
   if ok then return true end
-  return nil, write_failed(st, reason)
+  return nil, write_failed(c, st, reason)
 end
 
 -- Send one frame and wait while the send queue is over its limit.
@@ -370,8 +377,10 @@ local function write_message(self, mt, data)
   return send(self, st, mt, data, true)
 end
 
-Conn.ReadMessage, Conn.WriteMessage = core.conn_fast(read_message, read_ended, write_message,
-  sent)
+Conn.ReadMessage, Conn.WriteMessage = core.conn_fast(read_message,
+  function(c, code, text, cause) return read_ended(c, state(c), code, text, cause) end,
+  write_message,
+  function(c, ok, reason) return sent(c, state(c), ok, reason) end)
 
 -- c:WriteControl(messageType, data [, deadline]) -> true | nil, err. Control frames go
 -- ahead of queued data frames and never wait, so the deadline has nothing to bound.
@@ -392,7 +401,7 @@ function Conn:WriteControl(mt, data, deadline)
   if #data > 125 then return nil, errors.new("websocket: invalid control frame") end
   local ok, reason = self:_write(mt, data)
   if ok ~= nil then return true end
-  return nil, write_failed(st, reason)
+  return nil, write_failed(self, st, reason)
 end
 
 -- The writer NextWriter returns: Write buffers, each full buffer goes out as a frame,
@@ -442,7 +451,7 @@ function Writer:Close()
   local ok, err = true, self.err
   if not err then ok, err = send_fragment(self, table.concat(self.buf), true) end
   self.buf, self.size = {}, 0
-  if st.writer == self then release_writer(st) end
+  if st.writer == self then release_writer(self.conn, st) end
   if err then return nil, err end
   return ok
 end
@@ -459,6 +468,7 @@ function Conn:NextWriter(mt)
   local w = setmetatable({ conn = self, opcode = mt, buf = {}, size = 0,
     limit = st.write_buffer, co = sched.current() or true }, Writer)
   st.writer = w
+  sync_fast(self, st)
   return w
 end
 
@@ -488,7 +498,7 @@ function Conn:WritePreparedMessage(pm)
     ok, reason = self:_drained()
   end
   if ok then return true end
-  return nil, write_failed(st, reason)
+  return nil, write_failed(self, st, reason)
 end
 
 ---------------------------------------------------------------------------------------
