@@ -79,7 +79,9 @@ static int read_on(lua_State *L, int status, lua_KContext ctx)
 	if (loop->current != L) /* the main chunk: conn.lua drives the loop */
 		return call_on(L, UP_SLOW, 1);
 	c->fast_reading = 1; /* for a second reader to see (concurrent reads) */
-	return luaws_sched_park(L, loop, 1, 0, read_on);
+	if (!c->waitable.slot) /* woken already: wait for the step to hand it over */
+		return luaws_sched_park(L, loop, 1, 0, read_on);
+	return luaws_sched_park_slot(L, loop, c->waitable.slot, read_on);
 }
 
 /* c:WriteMessage(messageType, data) -> true | nil, err (see conn.lua) */

@@ -5,6 +5,7 @@
  * objects to the Lua scheduler, and the protected call through which lws callbacks
  * enter Lua.
  */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,10 @@ void luaws_unarm(lua_State *L, luaws_loop *loop, luaws_waitable *w)
 {
 	if (!w->slot)
 		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->parked_ref);
+	lua_pushnil(L);
+	lua_rawseti(L, -2, w->slot);
+	lua_pop(L, 1);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
 	free_slot(L, loop, lua_gettop(L), w->slot);
 	lua_pop(L, 1);
@@ -542,19 +547,26 @@ static int l_step(lua_State *L)
 	n = loop->nwoken;
 	lua_settop(L, 2);
 	if (n) {
-		if (!lua_checkstack(L, (int)n + 16))
+		if (n > INT_MAX / 2 - 16 || !lua_checkstack(L, 2 * (int)n + 16))
 			return luaL_error(L, "luaws: out of memory");
 		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->armed_ref);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->parked_ref);
 		for (i = 0; i < n; i++) {
-			lua_rawgeti(L, 3, loop->woken[i]);
-			free_slot(L, loop, 3, loop->woken[i]);
+			int slot = loop->woken[i];
+			lua_rawgeti(L, 3, slot);            /* the object */
+			if (lua_rawgeti(L, 4, slot) != LUA_TNIL) { /* who parked in C */
+				lua_pushnil(L);
+				lua_rawseti(L, 4, slot);
+			}
+			free_slot(L, loop, 3, slot);
 		}
 		loop->nwoken = 0;
 		lua_remove(L, 3);
+		lua_remove(L, 3);
 	}
 	for (i = 0; i < n; i++)
-		if (luaws_sched_wake(L, loop, 3 + (int)i))
-			lua_pushvalue(L, 3 + (int)i), lua_rawseti(L, 2, (lua_Integer)++m);
+		if (luaws_sched_wake(L, loop, 3 + 2 * (int)i, 4 + 2 * (int)i))
+			lua_rawseti(L, 2, (lua_Integer)++m);
 	lua_pushinteger(L, (lua_Integer)m);
 	return 1;
 }
@@ -774,6 +786,8 @@ int luaws_loop_open(lua_State *L)
 		uv_unref((uv_handle_t *)&loop->tls_sweep);
 		lua_newtable(L);
 		loop->armed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		lua_newtable(L);
+		loop->parked_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 		if (luaws_batch_new(loop))
 			return luaL_error(L, "luaws: out of memory");
 		loop->L = L;

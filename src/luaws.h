@@ -160,6 +160,8 @@ typedef struct luaws_loop {
 	int armed_ref;            /* registry ref of the armed table: slot -> armed object */
 	lua_State *current;       /* sched.c: the coroutine the scheduler runs (or NULL) */
 	int sched_waiters_ref, sched_finish_ref; /* sched.c: sched.lua's */
+	unsigned nwaiting;        /* sched.c: entries in sched.lua's waiters table */
+	int parked_ref;           /* sched.c: slot -> the coroutine parked on its object in C */
 	int *free_slots;          /* its free slots (room for every slot ever used) */
 	int nfree, nslots, cap_slots;
 	luaws_buf scratch;        /* a client frame being masked */
@@ -195,7 +197,8 @@ int luaws_loop_open(lua_State *L);
 
 /* sched.c: the scheduler's hot path (parking, resuming) */
 void luaws_sched_resume(lua_State *L, luaws_loop *loop, int co_idx, int nargs);
-int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx);
+int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx, int co_idx);
+int luaws_sched_park_slot(lua_State *L, luaws_loop *loop, int slot, lua_KFunction k);
 int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext ctx,
 		     lua_KFunction k);
 void luaws_sched_open(lua_State *L);

@@ -78,26 +78,55 @@ void luaws_sched_resume(lua_State *L, luaws_loop *loop, int co_idx, int nargs)
 	finish(L, loop, co_idx, 0);
 }
 
-/* The object at obj_idx of L was woken: resume its one waiter here. Returns 0 when that
- * was done (or nobody waits), 1 when it has several (sched.lua queues them). */
-int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx)
+/* The object at obj_idx of L was woken, and co_idx holds the coroutine parked on its
+ * slot in C (or nil): resume that one and the object's waiter here. Returns 1 with a
+ * list of coroutines pushed when the object had several waiters (sched.lua queues
+ * them), else 0. Waiters are taken before anything runs: one that parks on the object
+ * meanwhile waits for its next wake-up. */
+int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx, int co_idx)
 {
-	int t;
-	if (loop->sched_waiters_ref == LUA_NOREF)
-		return 1; /* nothing bound: all to sched.lua */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
-	lua_pushvalue(L, obj_idx);
-	t = lua_rawget(L, -2);
-	if (t != LUA_TTHREAD) {
-		lua_pop(L, 2);
-		return t != LUA_TNIL;
+	int t = LUA_TNIL, top = lua_gettop(L);
+	if (loop->sched_waiters_ref == LUA_NOREF) {
+		lua_pushvalue(L, obj_idx); /* nothing bound: the object to the caller */
+		return 1;
 	}
-	lua_pushvalue(L, obj_idx);
-	lua_pushnil(L);
-	lua_rawset(L, -4); /* waiters[obj] = nil */
-	luaws_sched_resume(L, loop, lua_absindex(L, -1), 0);
-	lua_pop(L, 2);
+	if (loop->nwaiting) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
+		lua_pushvalue(L, obj_idx);
+		t = lua_rawget(L, -2);
+		if (t != LUA_TNIL) {
+			lua_pushvalue(L, obj_idx);
+			lua_pushnil(L);
+			lua_rawset(L, -4); /* waiters[obj] = nil */
+			loop->nwaiting--;
+		}
+	}
+	if (!lua_isnil(L, co_idx))
+		luaws_sched_resume(L, loop, co_idx, 0);
+	if (t == LUA_TTHREAD) {
+		luaws_sched_resume(L, loop, top + 2, 0);
+	} else if (t == LUA_TTABLE) {
+		lua_replace(L, top + 1);
+		lua_settop(L, top + 1);
+		return 1;
+	}
+	lua_settop(L, top);
 	return 0;
+}
+
+/* Park L, the coroutine the scheduler runs, on the armed object of this slot (a
+ * reader in conn_fast.c: at most one per object): yields, never returns; resumed, it
+ * goes on in k. Cheaper than by object: the slot is an array index. */
+int luaws_sched_park_slot(lua_State *L, luaws_loop *loop, int slot, lua_KFunction k)
+{
+	if (loop->current != L)
+		return luaL_error(L, "luaws: park outside the scheduler's coroutine");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->parked_ref);
+	lua_pushthread(L);
+	lua_rawseti(L, -2, slot);
+	lua_pop(L, 1);
+	lua_pushlightuserdata(L, PARKED);
+	return lua_yieldk(L, 1, 0, k);
 }
 
 /* core.sched_bind(waiters, finish): the table sched.lua keeps its waiters in (object
@@ -158,6 +187,7 @@ int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext c
 		lua_pushvalue(L, obj_idx);
 		lua_pushthread(L);
 		lua_rawset(L, -3);
+		loop->nwaiting++;
 		break;
 	case LUA_TTHREAD: /* the second: a list of them */
 		lua_createtable(L, 2, 0);
@@ -188,7 +218,27 @@ static int l_park(lua_State *L)
 	return luaws_sched_park(L, loop, 1, 0, NULL);
 }
 
+/* core.forget(obj): nobody waits on obj any more (a stopped ticker) */
+static int l_forget(lua_State *L)
+{
+	luaws_loop *loop = upvalue_loop(L);
+	luaL_checkany(L, 1);
+	lua_settop(L, 1);
+	if (loop->sched_waiters_ref == LUA_NOREF)
+		return 0;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
+	lua_pushvalue(L, 1);
+	if (lua_rawget(L, 2) != LUA_TNIL) {
+		lua_pushvalue(L, 1);
+		lua_pushnil(L);
+		lua_rawset(L, 2);
+		loop->nwaiting--;
+	}
+	return 0;
+}
+
 static const luaL_Reg sched_functions[] = {
+	{"forget", l_forget},
 	{"sched_bind", l_sched_bind},
 	{"run", l_run},
 	{"current", l_current},

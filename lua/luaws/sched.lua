@@ -115,11 +115,9 @@ function sched.step(timeout, done)
     -- Go's runtime says the same (and exits): nothing can ever wake this wait
     error("all goroutines are asleep - deadlock!", 0)
   end
-  for i = 1, n do -- objects with several waiters (C resumed the others' one)
-    local obj = woken[i]
+  for i = 1, n do -- the waiters of objects that had several (C resumed the others')
+    local list = woken[i]
     woken[i] = nil
-    local list = waiters[obj]
-    waiters[obj] = nil
     for j = 1, #list do sched.ready(list[j]) end
   end
   run_ready()
@@ -187,7 +185,7 @@ function sched.runnable() return head <= tail end
 
 -- Nobody will wait on obj again (a stopped ticker): drop its waiters.
 function sched.forget(obj)
-  waiters[obj] = nil
+  core.forget(obj)
   obj:_disarm()
 end
 
