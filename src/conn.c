@@ -66,6 +66,7 @@ struct lws *luaws_conn_detach(luaws_conn *c)
 	if (wsi) {
 		lws_set_opaque_user_data(wsi, NULL);
 		c->wsi = NULL;
+		c->plain_sock = 0;
 		c->loop->live_conns--;
 	}
 	return wsi;
@@ -336,6 +337,9 @@ static void answer_close(luaws_conn *c)
 void luaws_conn_start(luaws_conn *c, const unsigned char *early, size_t len)
 {
 	c->state = LUAWS_OPEN;
+	/* TLS, if any, started before the connection opened and stays to its end */
+	if (!luaws_tls_of(c->wsi))
+		c->plain_sock = lws_get_socket_fd(c->wsi) + 1;
 	if (!c->remote[0]) /* a server conn has it from accept; the local end is looked up
 			    * when asked for */
 		luaws_socket_address(lws_get_socket_fd(c->wsi), 1, c->remote, sizeof(c->remote));

@@ -289,6 +289,8 @@ typedef struct luaws_conn {
 	luaws_loop *loop;
 	struct lws *wsi;
 	luaws_waitable waitable;
+	int plain_sock;           /* the socket + 1 while open without TLS (the sender's
+				   * direct send; no lookup through lws), else 0 */
 	enum luaws_conn_state state;
 	enum luaws_read_end read_end;
 	unsigned is_client : 1, rx_paused : 1, streaming : 1, read_timed_out : 1,

@@ -63,12 +63,14 @@ static int started(const struct luaws_out *o)
 static ssize_t transport_write(luaws_conn *c, const unsigned char *a, size_t an,
 			       const unsigned char *b, size_t bn)
 {
-	int fd;
+	int fd = c->plain_sock - 1;
 	ssize_t n;
-	luaws_tls *tls = luaws_tls_of(c->wsi);
-	if (tls)
-		return luaws_tls_write(tls, a, an, b, bn);
-	fd = lws_get_socket_fd(c->wsi);
+	if (fd < 0) {
+		luaws_tls *tls = luaws_tls_of(c->wsi);
+		if (tls)
+			return luaws_tls_write(tls, a, an, b, bn);
+		fd = lws_get_socket_fd(c->wsi);
+	}
 	if (!bn) {
 		n = send(fd, a, an, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} else {
