@@ -123,6 +123,14 @@ static int check_header(luaws_frame_parser *fp, luaws_frame_event *ev)
  * used: 1 and a payload chunk in ev (unmasked in place; possibly empty, ev->first on the
  * frame's first, which comes as soon as the header is complete, ev->last on its final), 0 when the bytes ran out, -1 on a protocol error (ev->code,
  * ev->reason; the parser stays failed). */
+/* The size of a frame header whose second byte is b1: 2, the extended length, the mask
+ * key. */
+static size_t header_size(unsigned b1)
+{
+	unsigned l7 = b1 & 0x7f;
+	return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((b1 & 0x80) ? 4 : 0);
+}
+
 int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 		     luaws_frame_event *ev)
 {
@@ -132,20 +140,24 @@ int luaws_frame_next(luaws_frame_parser *fp, unsigned char **in, size_t *len,
 	if (fp->failed)
 		return frame_error(fp, ev, "connection already failed");
 	while (!fp->in_payload) {
-		size_t need;
-		if (!n) {
-			*in = p; /* the header bytes so far are kept in fp->hdr */
-			*len = 0;
-			return 0;
+		if (!fp->hdr_have && n >= 2 && n >= header_size(p[1])) {
+			/* the whole header is here (the common case): taken at once */
+			size_t need = header_size(p[1]);
+			memcpy(fp->hdr, p, need);
+			fp->hdr_have = (unsigned char)need;
+			p += need;
+			n -= need;
+		} else {
+			if (!n) {
+				*in = p; /* the header bytes so far are kept in fp->hdr */
+				*len = 0;
+				return 0;
+			}
+			fp->hdr[fp->hdr_have++] = *p++;
+			n--;
+			if (fp->hdr_have < 2 || fp->hdr_have < header_size(fp->hdr[1]))
+				continue;
 		}
-		fp->hdr[fp->hdr_have++] = *p++;
-		n--;
-		if (fp->hdr_have < 2)
-			continue;
-		need = 2 + ((fp->hdr[1] & 0x7f) == 126 ? 2 : (fp->hdr[1] & 0x7f) == 127 ? 8 : 0) +
-		       ((fp->hdr[1] & 0x80) ? 4 : 0);
-		if (fp->hdr_have < need)
-			continue;
 		{
 			unsigned l7 = fp->hdr[1] & 0x7f, i;
 			size_t at = 2;

@@ -30,6 +30,14 @@ static luaws_loop *bound_loop(lua_State *L)
 	return loop;
 }
 
+/* An object's key in the waiters table: its userdata's address, an integer (a lookup
+ * by userdata value hashes it the generic way, several times dearer). Armed while it
+ * has waiters, the object cannot be collected, so the address stays its own. */
+static lua_Integer waiter_key(lua_State *L, int obj_idx)
+{
+	return (lua_Integer)(intptr_t)lua_touserdata(L, obj_idx);
+}
+
 /* co (at index co_idx of L) ended, or could not be resumed: hand it to sched.lua's
  * finish(co, ok, value), which reports an error and runs its exit hook. The value is at
  * the top of L. */
@@ -100,13 +108,12 @@ int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx, int co_idx)
 		return 1;
 	}
 	if (loop->nwaiting) {
+		lua_Integer key = waiter_key(L, obj_idx);
 		lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
-		lua_pushvalue(L, obj_idx);
-		t = lua_rawget(L, -2);
+		t = lua_rawgeti(L, -1, key);
 		if (t != LUA_TNIL) {
-			lua_pushvalue(L, obj_idx);
 			lua_pushnil(L);
-			lua_rawset(L, -4); /* waiters[obj] = nil */
+			lua_rawseti(L, -3, key); /* waiters[obj] = nil */
 			loop->nwaiting--;
 		}
 	}
@@ -138,8 +145,8 @@ int luaws_sched_park_slot(lua_State *L, luaws_loop *loop, int slot, lua_KFunctio
 	return lua_yieldk(L, 1, 0, k);
 }
 
-/* core.sched_bind(waiters, finish): the table sched.lua keeps its waiters in (object
- * -> the coroutine, or a list of them) and its finish(co, ok, value). */
+/* core.sched_bind(waiters, finish): the table the waiters are kept in (object's key ->
+ * the coroutine, or a list of them) and sched.lua's finish(co, ok, value). */
 static int l_sched_bind(lua_State *L)
 {
 	luaws_loop *loop = upvalue_loop(L);
@@ -185,17 +192,15 @@ static int l_current(lua_State *L)
 int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext ctx,
 		     lua_KFunction k)
 {
-	obj_idx = lua_absindex(L, obj_idx);
+	lua_Integer key = waiter_key(L, obj_idx);
 	if (loop->current != L)
 		return luaL_error(L, "luaws: park outside the scheduler's coroutine");
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
-	lua_pushvalue(L, obj_idx);
-	switch (lua_rawget(L, -2)) {
+	switch (lua_rawgeti(L, -1, key)) {
 	case LUA_TNIL: /* the one waiter */
 		lua_pop(L, 1);
-		lua_pushvalue(L, obj_idx);
 		lua_pushthread(L);
-		lua_rawset(L, -3);
+		lua_rawseti(L, -2, key);
 		loop->nwaiting++;
 		break;
 	case LUA_TTHREAD: /* the second: a list of them */
@@ -204,9 +209,7 @@ int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext c
 		lua_rawseti(L, -2, 1);
 		lua_pushthread(L);
 		lua_rawseti(L, -2, 2);
-		lua_pushvalue(L, obj_idx);
-		lua_insert(L, -2);
-		lua_rawset(L, -3);
+		lua_rawseti(L, -2, key);
 		break;
 	default: /* more */
 		lua_pushthread(L);
@@ -223,6 +226,7 @@ int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext c
 static int l_park(lua_State *L)
 {
 	luaws_loop *loop = bound_loop(L);
+	luaL_checktype(L, 1, LUA_TUSERDATA);
 	lua_settop(L, 1);
 	return luaws_sched_park(L, loop, 1, 0, NULL);
 }
@@ -235,12 +239,12 @@ static int l_forget(lua_State *L)
 	lua_settop(L, 1);
 	if (loop->sched_waiters_ref == LUA_NOREF)
 		return 0;
+	if (lua_type(L, 1) != LUA_TUSERDATA)
+		return 0;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
-	lua_pushvalue(L, 1);
-	if (lua_rawget(L, 2) != LUA_TNIL) {
-		lua_pushvalue(L, 1);
+	if (lua_rawgeti(L, 2, waiter_key(L, 1)) != LUA_TNIL) {
 		lua_pushnil(L);
-		lua_rawset(L, 2);
+		lua_rawseti(L, 2, waiter_key(L, 1));
 		loop->nwaiting--;
 	}
 	return 0;

@@ -11,7 +11,7 @@ local sched = {}
 -- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
 local queue, head, tail = {}, 1, 0
 local woken = {}               -- filled by core.step
-local waiters = {}             -- C object -> the coroutine waiting on it, or a list of them
+local waiters = {}             -- kept by src/sched.c: C object -> its waiting coroutine(s)
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> exit hook (sched.start)
 local PARKED = core.PARKED     -- what a coroutine parked by the scheduler yields
 
