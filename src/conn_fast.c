@@ -1,30 +1,19 @@
 /*
  * Conn:ReadMessage and Conn:WriteMessage for their common case, in C: a whole message
- * read on a connection with nothing to run between waits (no Lua ping or pong handler,
- * no open NextReader, no error yet: conn.lua's st.plain), parking the handler in the
- * scheduler when none has arrived; a data message written with no NextWriter open.
- * Everything else goes to conn.lua's methods, which these wrap. A message's round trip
- * then runs no Lua function of luaws's own.
+ * read while conn.lua has nothing to run between waits (no Lua ping or pong handler, no
+ * open NextReader, no error, no Lua reader: what its sync_fast tells c:_fast), parking
+ * the handler in the scheduler (sched.c) when none has arrived; a data message written
+ * while no NextWriter is open and no write failed. Everything else goes to conn.lua's
+ * methods, which these wrap. A message's round trip then runs no Lua function of
+ * luaws's own.
  */
 #include "luaws.h"
 
 /* Upvalues of both: */
-#define UP_CONN_MT lua_upvalueindex(1) /* luaws.Conn's metatable */
-#define UP_LOOP lua_upvalueindex(2)    /* the loop (light userdata) */
-#define UP_SLOW lua_upvalueindex(3)    /* conn.lua's method, for all other cases */
-#define UP_THEN lua_upvalueindex(4)    /* read_ended(c, code, text, cause) /
+#define UP_CONN_MT lua_upvalueindex(1) /* luaws.Conn's metatable (for luaws_test) */
+#define UP_SLOW lua_upvalueindex(2)    /* conn.lua's method, for all other cases */
+#define UP_THEN lua_upvalueindex(3)    /* read_ended(c, code, text, cause) /
 					* sent(c, ok, reason) */
-
-/* The Conn at index 1, or NULL. */
-static luaws_conn *test_conn(lua_State *L)
-{
-	int same;
-	if (!lua_getmetatable(L, 1))
-		return NULL;
-	same = lua_rawequal(L, -1, UP_CONN_MT);
-	lua_pop(L, 1);
-	return same ? lua_touserdata(L, 1) : NULL;
-}
 
 static int all_results(lua_State *L, int status, lua_KContext ctx)
 {
@@ -48,7 +37,7 @@ static int read_on(lua_State *L, int status, lua_KContext ctx);
 /* c:ReadMessage() -> messageType, data | nil, nil, err (see conn.lua) */
 static int read_message(lua_State *L)
 {
-	luaws_conn *c = test_conn(L);
+	luaws_conn *c = luaws_test(L, 1);
 	if (!c || lua_gettop(L) != 1 || c->slow_read || c->fast_reading)
 		return call_on(L, UP_SLOW, 1);
 	return read_on(L, LUA_OK, 0);
@@ -59,7 +48,7 @@ static int read_message(lua_State *L)
 static int read_on(lua_State *L, int status, lua_KContext ctx)
 {
 	luaws_conn *c = lua_touserdata(L, 1);
-	luaws_loop *loop = lua_touserdata(L, UP_LOOP);
+	luaws_loop *loop = c->loop;
 	(void)ctx;
 	lua_settop(L, 1);
 	if (status == LUA_YIELD) {
@@ -79,15 +68,13 @@ static int read_on(lua_State *L, int status, lua_KContext ctx)
 	if (loop->current != L) /* the main chunk: conn.lua drives the loop */
 		return call_on(L, UP_SLOW, 1);
 	c->fast_reading = 1; /* for a second reader to see (concurrent reads) */
-	if (!c->waitable.slot) /* woken already: wait for the step to hand it over */
-		return luaws_sched_park(L, loop, 1, 0, read_on);
-	return luaws_sched_park_slot(L, loop, c->waitable.slot, read_on);
+	return luaws_sched_park_slot(L, loop, c->waitable.slot, read_on); /* armed: has one */
 }
 
 /* c:WriteMessage(messageType, data) -> true | nil, err (see conn.lua) */
 static int write_message(lua_State *L)
 {
-	luaws_conn *c = test_conn(L);
+	luaws_conn *c = luaws_test(L, 1);
 	lua_Integer mt;
 	const char *data;
 	size_t len;
@@ -124,17 +111,15 @@ static int l_fast_reading(lua_State *L)
 /* core.conn_fast(slow_read, read_ended, slow_write, sent) -> ReadMessage, WriteMessage */
 static int l_conn_fast(lua_State *L)
 {
-	luaws_loop *loop = luaws_loop_get(L);
 	int i;
 	for (i = 1; i <= 4; i++)
 		luaL_checktype(L, i, LUA_TFUNCTION);
 	lua_settop(L, 4);
 	for (i = 0; i < 2; i++) {
 		luaL_getmetatable(L, LUAWS_CONN_MT);
-		lua_pushlightuserdata(L, loop);
 		lua_pushvalue(L, 1 + 2 * i);
 		lua_pushvalue(L, 2 + 2 * i);
-		lua_pushcclosure(L, i ? write_message : read_message, 4);
+		lua_pushcclosure(L, i ? write_message : read_message, 3);
 	}
 	return 2;
 }

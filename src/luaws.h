@@ -22,6 +22,7 @@
 void luaws_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
 		    lua_CFunction tostring, lua_CFunction gc, lua_CFunction close);
 void luaws_add_methods(lua_State *L, const char *name, const luaL_Reg *methods);
+void *luaws_test(lua_State *L, int idx);
 void *luaws_check(lua_State *L, int idx, const char *name);
 
 /* Longest subprotocol name luaws negotiates (lws tokenizes names into 64 bytes). */

@@ -40,15 +40,22 @@ void luaws_add_methods(lua_State *L, const char *name, const luaL_Reg *methods)
 	lua_pop(L, 2);
 }
 
+/* The userdata at idx when its metatable is the calling function's upvalue 1, else
+ * NULL. */
+void *luaws_test(lua_State *L, int idx)
+{
+	int same;
+	if (!lua_getmetatable(L, idx))
+		return NULL;
+	same = lua_rawequal(L, -1, lua_upvalueindex(1));
+	lua_pop(L, 1);
+	return same ? lua_touserdata(L, idx) : NULL;
+}
+
 /* The userdata at idx, of the type whose metatable is the calling function's upvalue 1
  * (else found by name, raising an argument error for anything else). */
 void *luaws_check(lua_State *L, int idx, const char *name)
 {
-	if (lua_getmetatable(L, idx)) {
-		int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-		lua_pop(L, 1);
-		if (same)
-			return lua_touserdata(L, idx);
-	}
-	return luaL_checkudata(L, idx, name);
+	void *p = luaws_test(L, idx);
+	return p ? p : luaL_checkudata(L, idx, name);
 }

@@ -10,7 +10,7 @@ local sched = {}
 
 -- Ready queue: triples (coroutine, value1, value2) in a ring of plain slots.
 local queue, head, tail = {}, 1, 0
-local woken = {}               -- filled by core.step
+local woken = {}               -- core.step: waiter lists of objects that had several
 local waiters = {}             -- kept by src/sched.c: C object -> its waiting coroutine(s)
 local on_exit = setmetatable({}, { __mode = "k" })  -- coroutine -> exit hook (sched.start)
 local PARKED = core.PARKED     -- what a coroutine parked by the scheduler yields
@@ -159,10 +159,7 @@ function sched.wait(obj, co, armed)
 end
 
 -- sched.wait for co, the running coroutine the scheduler resumes (sched.current()), on
--- obj already armed. A handler's coroutine starts with 40 stack slots and Lua moves it to
--- a bigger stack (2k instructions, and 1.3 KiB more for the collector) the first time a
--- call, C ones needing 20 free slots, goes beyond: ReadMessage waits through here, with
--- two parameters, so that the yield of a handler that reads at its top level fits.
+-- obj already armed: src/sched.c records co as obj's waiter and yields.
 local c_park = core.park
 function sched.park_on(obj, co) -- luacheck: no unused args (co: the caller, who parks)
   return c_park(obj)
