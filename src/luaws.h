@@ -200,8 +200,6 @@ int luaws_loop_open(lua_State *L);
 void luaws_sched_resume(lua_State *L, luaws_loop *loop, int co_idx, int nargs);
 int luaws_sched_wake(lua_State *L, luaws_loop *loop, int obj_idx, int co_idx);
 int luaws_sched_park_slot(lua_State *L, luaws_loop *loop, int slot, lua_KFunction k);
-int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext ctx,
-		     lua_KFunction k);
 void luaws_sched_open(lua_State *L);
 
 /* limits.c: lws's descriptor table, the open-files limit, lws's log level */

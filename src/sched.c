@@ -185,16 +185,18 @@ static int l_current(lua_State *L)
 	return 2;
 }
 
-/* Park L, the coroutine the scheduler runs, until the armed object at obj_idx is woken:
- * it becomes the object's waiter, and yields (never returns). Resumed, it goes on in k
- * with ctx, or, without k, returns the values it is resumed with to the Lua caller of
- * the C function that parked it. */
-int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext ctx,
-		     lua_KFunction k)
+/* core.park(obj) -> the values the coroutine is resumed with: park the calling
+ * coroutine (the one the scheduler runs) until obj, armed, is woken. It becomes the
+ * object's waiter (the second makes a list), and yields. */
+static int l_park(lua_State *L)
 {
-	lua_Integer key = waiter_key(L, obj_idx);
+	luaws_loop *loop = bound_loop(L);
+	lua_Integer key;
+	luaL_checktype(L, 1, LUA_TUSERDATA);
+	lua_settop(L, 1);
 	if (loop->current != L)
 		return luaL_error(L, "luaws: park outside the scheduler's coroutine");
+	key = waiter_key(L, 1);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, loop->sched_waiters_ref);
 	switch (lua_rawgeti(L, -1, key)) {
 	case LUA_TNIL: /* the one waiter */
@@ -218,17 +220,7 @@ int luaws_sched_park(lua_State *L, luaws_loop *loop, int obj_idx, lua_KContext c
 	}
 	lua_pop(L, 1);
 	lua_pushlightuserdata(L, PARKED);
-	return lua_yieldk(L, 1, ctx, k);
-}
-
-/* core.park(obj) -> the values the coroutine is resumed with: park the calling
- * coroutine (the one the scheduler runs) until obj, armed, is woken. */
-static int l_park(lua_State *L)
-{
-	luaws_loop *loop = bound_loop(L);
-	luaL_checktype(L, 1, LUA_TUSERDATA);
-	lua_settop(L, 1);
-	return luaws_sched_park(L, loop, 1, 0, NULL);
+	return lua_yield(L, 1);
 }
 
 /* core.forget(obj): nobody waits on obj any more (a stopped ticker) */
